@@ -1,0 +1,50 @@
+"""Training examples: an MDP from the prior, experience from that MDP, and the target policy.
+
+One call builds a whole batch so that value iteration and experience sampling run once over the batch's
+disjoint union; each example is an observation graph (:func:`rlfm.graph.observation_graph`) carrying
+``state_action.target`` = softmax(Q* / (scale·τ)) of its true MDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Generator
+from torch_geometric.data import Batch, HeteroData
+
+from rlfm.experience import ExperienceConfig, sample_experience
+from rlfm.graph import mdp_graph, observation_graphs
+from rlfm.mdp import TabularMDP
+from rlfm.prior import Prior
+from rlfm.solve import value_iteration
+
+TARGET_TOLERANCE = 1e-4  # value-iteration accuracy of Q* for targets (rewards are at most 1)
+
+
+@dataclass
+class ExampleSampler:
+    """Samples training examples.
+
+    Args:
+        prior: the MDP prior.
+        experience: how experience is drawn.
+        temperature: τ of the Boltzmann target softmax(Q* / τ), on the normalised reward scale.
+    """
+
+    prior: Prior = field(default_factory=Prior)
+    experience: ExperienceConfig = field(default_factory=ExperienceConfig)
+    temperature: float = 0.2
+
+    def sample_mdps(self, count: int, generator: Generator) -> list[TabularMDP]:
+        return [self.prior.sample(generator) for _ in range(count)]
+
+    def examples_for(self, mdps: list[TabularMDP], generator: Generator) -> list[HeteroData]:
+        """One training example per MDP."""
+        truth = Batch.from_data_list([mdp_graph(m) for m in mdps])
+        q_star, _ = value_iteration(truth, tol=TARGET_TOLERANCE)
+        counts = sample_experience(truth, q_star, self.experience, generator)
+        q_per_mdp = list(q_star.split([m.num_state_actions for m in mdps]))
+        return observation_graphs(counts, [m.gamma for m in mdps], q_per_mdp, self.temperature)
+
+    def sample(self, count: int, generator: Generator) -> list[HeteroData]:
+        return self.examples_for(self.sample_mdps(count, generator), generator)

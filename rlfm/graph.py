@@ -1,0 +1,210 @@
+r"""The graph schema shared by true MDPs and observed experience.
+
+Every MDP, true or estimated, is a :class:`~torch_geometric.data.HeteroData` with two node types and four
+edge types, so PyG's batching shifts every relation:
+
+==============================================  ========  =========================================
+edge type                                        edges     meaning
+==============================================  ========  =========================================
+``(state, has, state_action)``                   SA        a state owns its state-action pairs
+``(state_action, of, state)``                    SA        reverse of ``has``; sorted by pair
+``(state_action, to, state)``                    E         a (known or observed) successor s' of (s, a)
+``(state, from, state_action)``                  E         reverse of ``to``: where attention flows
+==============================================  ========  =========================================
+
+An *MDP graph* (:func:`mdp_graph`) holds the true model: ``to.prob`` (E,), ``state_action.reward`` (SA,),
+``state.start`` and ``state.terminal`` (S,), and the graph-level ``gamma`` and ``reward_noise`` (1,).
+
+An *observation graph* (:func:`observation_graph`) holds what was observed and is the network's input:
+``state_action.x`` (SA, 6), ``state.x`` (S, 6) and ``to.edge_attr`` / ``from.edge_attr`` (E, 2) with
+columns ``[P̂(s'|s,a), log(1 + N(s,a,s'))]``. It also carries ``to.prob`` = P̂ and ``state_action.reward`` =
+r̂ / scale, so the exact solvers plan on it directly (certainty equivalence). With the true MDP at hand it
+gets targets: ``state_action.q_star`` (Q* / scale) and ``state_action.target`` = softmax(Q* / (scale·τ)).
+Edges grow with observed transitions plus S·A, never with S²·A.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+from torch_geometric.utils import softmax
+
+from rlfm.counts import Counts
+from rlfm.mdp import TabularMDP
+
+STATE = "state"
+STATE_ACTION = "state_action"
+HAS = (STATE, "has", STATE_ACTION)
+OF = (STATE_ACTION, "of", STATE)
+TO = (STATE_ACTION, "to", STATE)
+FROM = (STATE, "from", STATE_ACTION)
+
+STATE_ACTION_FEATURES = ("log1p_count", "reward", "visited", "inv_sqrt_count", "log1p_successors", "horizon")
+STATE_FEATURES = ("log1p_count", "log1p_entries", "tried_fraction", "terminal", "log_num_actions", "horizon")
+EDGE_FEATURES = ("p_hat", "log1p_count")
+MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
+
+
+def _ptr(sizes: Tensor) -> Tensor:
+    ptr = torch.zeros(sizes.numel() + 1, dtype=torch.long)
+    torch.cumsum(sizes, 0, out=ptr[1:])
+    return ptr
+
+
+def _relations(num_actions: Tensor, edge_sa: Tensor, edge_next: Tensor) -> dict:
+    """The four edge types (local indices) for states with ``num_actions`` (S,) and E successor edges."""
+    S = num_actions.numel()
+    sa_state = torch.repeat_interleave(torch.arange(S), num_actions)
+    sa = torch.arange(sa_state.numel())
+    return {
+        HAS: {"edge_index": torch.stack([sa_state, sa])},
+        OF: {"edge_index": torch.stack([sa, sa_state])},
+        TO: {"edge_index": torch.stack([edge_sa, edge_next])},
+        FROM: {"edge_index": torch.stack([edge_next, edge_sa])},
+    }
+
+
+def horizon_feature(gamma: float | Tensor) -> float | Tensor:
+    """log(1 / (1 - γ)) / log(MAX_HORIZON): the effective horizon on a log scale, 1 at 1 / (1 - γ) = 1000."""
+    if isinstance(gamma, Tensor):
+        return torch.log(1.0 / (1.0 - gamma)) / math.log(MAX_HORIZON)
+    return math.log(1.0 / (1.0 - gamma)) / math.log(MAX_HORIZON)
+
+
+def mdp_graph(mdp: TabularMDP) -> HeteroData:
+    """The true MDP as a graph (see the module docstring)."""
+    S, SA = mdp.num_states, mdp.num_state_actions
+    stores = _relations(mdp.num_actions, mdp.transition_sa, mdp.transition_next)
+    stores[TO]["prob"] = mdp.transition_prob
+    stores[STATE] = {"num_nodes": S, "start": mdp.start, "terminal": mdp.terminal}
+    stores[STATE_ACTION] = {"num_nodes": SA, "action": mdp.sa_action, "reward": mdp.reward}
+    stores["_global_store"] = {
+        "gamma": torch.tensor([mdp.gamma], dtype=torch.float64),
+        "reward_noise": torch.tensor([mdp.reward_noise], dtype=torch.float64),
+    }
+    return HeteroData.from_dict(stores)
+
+
+def observation_graph(
+    counts: Counts, gamma: float, q_star: Tensor | None = None, temperature: float = 0.2
+) -> HeteroData:
+    """The network's input graph from observed ``counts`` (see the module docstring).
+
+    Rewards are divided by ``counts.reward_scale``, the largest observed |reward| (1 before any is seen).
+    With the true ``q_star`` (SA,) the graph also gets the targets at ``temperature``.
+    """
+    return observation_graphs([counts], [gamma], None if q_star is None else [q_star], temperature)[0]
+
+
+def observation_graphs(
+    counts: list[Counts],
+    gammas: list[float],
+    q_star: list[Tensor] | None = None,
+    temperature: float = 0.2,
+    dtype: torch.dtype = torch.float32,
+) -> list[HeteroData]:
+    """:func:`observation_graph` for many experiences at once (features computed in one pass)."""
+    B = len(counts)
+    num_states = torch.tensor([c.num_states for c in counts])
+    num_pairs = torch.tensor([c.num_state_actions for c in counts])
+    num_edges = torch.tensor([c.transition_key.numel() for c in counts])
+    state_ptr, sa_ptr = _ptr(num_states), _ptr(num_pairs)
+    num_actions = torch.cat([c.num_actions for c in counts])
+    S, SA = num_actions.numel(), int(num_pairs.sum())
+    sa_state = torch.repeat_interleave(torch.arange(S), num_actions)  # global indices
+    sa_graph = torch.repeat_interleave(torch.arange(B), num_pairs)
+    state_graph = torch.repeat_interleave(torch.arange(B), num_states)
+    edge_graph = torch.repeat_interleave(torch.arange(B), num_edges)
+    key = torch.cat([c.transition_key for c in counts])
+    edge_sa_local = key // num_states[edge_graph]
+    edge_next_local = key % num_states[edge_graph]
+    edge_sa = edge_sa_local + sa_ptr[edge_graph]
+    edge_next = edge_next_local + state_ptr[edge_graph]
+
+    sa_count = torch.cat([c.sa_count for c in counts]).to(dtype)
+    edge_count = torch.cat([c.transition_count for c in counts]).to(dtype)
+    scale = torch.tensor([c.reward_scale for c in counts], dtype=torch.float64)
+    reward = (torch.cat([c.mean_reward for c in counts]) / scale[sa_graph]).to(dtype)
+    terminal = torch.cat([c.terminal for c in counts])
+    visited = (sa_count > 0).to(dtype)
+    p_hat = edge_count / sa_count[edge_sa]
+    horizon = horizon_feature(torch.tensor(gammas, dtype=torch.float64)).to(dtype)
+    successors = torch.zeros(SA, dtype=dtype).index_add_(0, edge_sa, torch.ones_like(edge_count))
+    sa_x = torch.stack(
+        [sa_count.log1p(), reward, visited, (1 + sa_count).rsqrt(), successors.log1p(), horizon[sa_graph]],
+        dim=1,
+    )
+    state_count = torch.zeros(S, dtype=dtype).index_add_(0, sa_state, sa_count)
+    entries = torch.zeros(S, dtype=dtype).index_add_(0, edge_next, edge_count)
+    tried = torch.zeros(S, dtype=dtype).index_add_(0, sa_state, visited)
+    actions = num_actions.to(dtype)
+    state_x = torch.stack(
+        [
+            state_count.log1p(),
+            entries.log1p(),
+            tried / actions,
+            terminal.to(dtype),
+            actions.log(),
+            horizon[state_graph],
+        ],
+        dim=1,
+    )
+    edge_attr = torch.stack([p_hat, edge_count.log1p()], dim=1)
+    sa_state_local = sa_state - state_ptr[sa_graph]
+    sa_local = torch.arange(SA) - sa_ptr[sa_graph]
+    action = sa_local - (torch.cat([_ptr(c.num_actions)[:-1] for c in counts]))[sa_state]
+    has_index = torch.stack([sa_state_local, sa_local])
+    to_index = torch.stack([edge_sa_local, edge_next_local])
+    if q_star is not None:
+        q = (torch.cat(q_star).double() / scale[sa_graph]).to(dtype)
+        target = softmax(q / temperature, sa_state, num_nodes=S)
+
+    ns, npairs, nedges = num_states.tolist(), num_pairs.tolist(), num_edges.tolist()
+    columns = {
+        "state_x": state_x.split(ns),
+        "terminal": terminal.split(ns),
+        "sa_x": sa_x.split(npairs),
+        "action": action.split(npairs),
+        "reward": reward.split(npairs),
+        "has": has_index.split(npairs, dim=1),
+        "to": to_index.split(nedges, dim=1),
+        "edge_attr": edge_attr.split(nedges),
+        "prob": p_hat.split(nedges),
+    }
+    if q_star is not None:
+        columns["q_star"], columns["target"] = q.split(npairs), target.split(npairs)
+    graphs = []
+    for b in range(B):
+        has, to, edge_attr_b = columns["has"][b], columns["to"][b], columns["edge_attr"][b]
+        sa_store = {
+            "num_nodes": npairs[b],
+            "x": columns["sa_x"][b],
+            "action": columns["action"][b],
+            "reward": columns["reward"][b],
+        }
+        if q_star is not None:
+            sa_store["q_star"], sa_store["target"] = columns["q_star"][b], columns["target"][b]
+        graphs.append(
+            HeteroData.from_dict(
+                {
+                    "_global_store": {
+                        "gamma": torch.tensor([gammas[b]], dtype=torch.float64),
+                        "reward_scale": scale[b : b + 1],
+                    },
+                    STATE: {
+                        "num_nodes": ns[b],
+                        "x": columns["state_x"][b],
+                        "terminal": columns["terminal"][b],
+                    },
+                    STATE_ACTION: sa_store,
+                    HAS: {"edge_index": has},
+                    OF: {"edge_index": has.flip(0)},
+                    TO: {"edge_index": to, "edge_attr": edge_attr_b, "prob": columns["prob"][b]},
+                    FROM: {"edge_index": to.flip(0), "edge_attr": edge_attr_b},
+                }
+            )
+        )
+    return graphs

@@ -1,0 +1,105 @@
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from rlfm.benchmarks.reference import gridworld
+from rlfm.counts import Counts
+from rlfm.experience import ExperienceConfig, sample_experience
+from rlfm.graph import mdp_graph
+from rlfm.mdp import TabularMDP
+from rlfm.prior import Prior, reference_prior
+from rlfm.solve import value_iteration
+
+
+def sample(mdps, config, seed=0):
+    batch = Batch.from_data_list([mdp_graph(m) for m in mdps])
+    q, _ = value_iteration(batch, tol=1e-6)
+    return sample_experience(batch, q, config, torch.Generator().manual_seed(seed))
+
+
+def test_counts_updates_single_and_batched():
+    counts = Counts.empty([2, 1, 3])
+    counts.update(0, 1, 2.0, 2)
+    counts.update(
+        torch.tensor([0, 0, 2]),
+        torch.tensor([1, 1, 0]),
+        torch.tensor([4.0, -6.0, 1.0]),
+        torch.tensor([2, 1, 1]),
+        torch.tensor([False, False, True]),
+    )
+    assert counts.sa_count.tolist() == [0, 3, 0, 1, 0, 0]
+    assert counts.mean_reward[1] == pytest.approx(0.0)
+    assert counts.transition_sa.tolist() == [1, 1, 3] and counts.transition_next.tolist() == [1, 2, 1]
+    assert counts.transition_count.tolist() == [1, 2, 1]
+    assert counts.p_hat.tolist() == pytest.approx([1 / 3, 2 / 3, 1.0])
+    assert counts.terminal.tolist() == [False, True, False]
+    assert counts.reward_scale == 6.0 and counts.num_observed == 4
+    with pytest.raises(ValueError, match="out of range"):
+        counts.update(1, 1, 0.0, 0)
+
+
+def test_generative_sampler_estimates_the_model():
+    mdp = reference_prior().sample(torch.Generator().manual_seed(5))
+    config = ExperienceConfig(weights={"generative": 1.0}, rate=(2000.0, 2000.0))
+    counts = sample([mdp], config)[0]
+    assert abs(counts.sa_count.double().mean() - 2000) < 50
+    p_true = {
+        (int(s), int(n)): float(p)
+        for s, n, p in zip(mdp.transition_sa, mdp.transition_next, mdp.transition_prob, strict=True)
+    }
+    for s, n, p in zip(counts.transition_sa, counts.transition_next, counts.p_hat, strict=True):
+        assert abs(float(p) - p_true[(int(s), int(n))]) < 0.06
+    assert torch.allclose(counts.mean_reward, mdp.reward)
+
+
+def test_trajectories_start_at_the_start_and_stop_at_terminal_states():
+    grid = gridworld(3)
+    config = ExperienceConfig(
+        weights={"trajectories": 1.0}, episodes=(40, 40), horizon=50, behaviours={"uniform": 1.0}
+    )
+    counts = sample([grid], config)[0]
+    assert counts.terminal.tolist() == [False] * 8 + [True]  # the goal was entered and seen to end episodes
+    assert int(counts.sa_count[grid.action_ptr[8] :].sum()) == 0  # nothing is observed after the end
+    assert int(counts.sa_count[:4].sum()) >= 40  # every episode acts from the start state 0
+    assert counts.num_observed < 40 * 50  # some episodes ended early
+
+
+def test_trajectory_budget_without_terminal_states():
+    mdp = reference_prior().sample(torch.Generator().manual_seed(2))
+    config = ExperienceConfig(weights={"trajectories": 1.0}, episodes=(7, 7), horizon=20)
+    counts = sample([mdp], config)[0]
+    assert counts.num_observed == 7 * 20
+
+
+def test_epsilon_greedy_follows_the_optimal_policy_mostly():
+    mdp = Prior(weights={"chain": 1.0}).sample(torch.Generator().manual_seed(0))
+    config = ExperienceConfig(
+        weights={"trajectories": 1.0}, episodes=(30, 30), behaviours={"epsilon_greedy": 1.0}
+    )
+    counts = sample([mdp], config)[0]
+    q, _ = value_iteration(mdp)
+    best = q.view(mdp.num_states, -1).argmax(dim=1)
+    visits = counts.sa_count.view(mdp.num_states, -1)
+    greedy_visits = visits[torch.arange(mdp.num_states), best].sum()
+    assert greedy_visits > 0.5 * visits.sum()
+
+
+def test_explorer_balances_actions():
+    bandit = TabularMDP.from_transitions(
+        [8], torch.arange(8), torch.zeros(8, dtype=torch.long), torch.ones(8), torch.zeros(8)
+    )
+    config = ExperienceConfig(
+        weights={"trajectories": 1.0}, episodes=(1, 1), horizon=40, behaviours={"explorer": 1.0}
+    )
+    counts = sample([bandit], config)[0]
+    assert counts.sa_count.tolist() == [5] * 8
+
+
+def test_batch_of_mdps_gives_counts_of_matching_sizes():
+    g = torch.Generator().manual_seed(0)
+    mdps = [Prior().sample(g) for _ in range(12)]
+    for mdp, counts in zip(mdps, sample(mdps, ExperienceConfig()), strict=True):
+        assert counts.num_states == mdp.num_states and torch.equal(counts.num_actions, mdp.num_actions)
+        assert counts.num_observed > 0
+        possible = set((mdp.transition_sa * mdp.num_states + mdp.transition_next).tolist())
+        assert set(counts.transition_key.tolist()) <= possible  # only transitions the MDP can make

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+from rlfm.prior import FAMILIES, Prior, ReferencePrior, reference_prior
+from rlfm.solve import start_values, value_iteration
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_yields_valid_mdps(family):
+    prior = Prior(weights={family: 1.0}, horizon=(10, 100))
+    for seed in range(25):
+        mdp = prior.sample(torch.Generator().manual_seed(seed))
+        mdp.validate()  # rows sum to 1, indices in range, terminal states absorbing, ...
+        assert 0.9 - 1e-9 <= mdp.gamma <= 0.99 + 1e-9
+        assert (mdp.num_actions >= 1).all()
+        assert float(mdp.start.sum()) == pytest.approx(1.0)
+
+
+def test_sampling_is_a_pure_function_of_the_generator():
+    a = Prior().sample(torch.Generator().manual_seed(7))
+    b = Prior().sample(torch.Generator().manual_seed(7))
+    for field in ("num_actions", "transition_sa", "transition_next", "transition_prob", "reward"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    assert a.gamma == b.gamma
+
+
+def test_reference_family_follows_its_definition():
+    prior = reference_prior()
+    sizes, degrees = [], []
+    for seed in range(200):
+        mdp = prior.sample(torch.Generator().manual_seed(seed))
+        assert mdp.gamma == pytest.approx(0.95)
+        assert 2 <= mdp.num_states <= 32 and 2 <= mdp.max_actions <= 4
+        assert bool((mdp.num_actions == mdp.num_actions[0]).all())  # one A per MDP
+        assert (mdp.reward.abs() <= 1).all()
+        sizes.append(mdp.num_states)
+        degrees.append(torch.bincount(mdp.transition_sa, minlength=mdp.num_state_actions))
+    degree = torch.cat(degrees)
+    assert int(degree.max()) <= 6 and int(degree.min()) >= 1
+    assert (degree == 1).float().mean() > (degree == 6).float().mean()  # P(k) ∝ 1/k
+    assert min(sizes) == 2 and max(sizes) > 20
+
+
+def test_wide_reference_family_reaches_large_sizes_and_mixed_action_counts():
+    wide = ReferencePrior(
+        min_states=500, max_states=1000, min_actions=2, max_actions=8, per_state_actions=1.0
+    )
+    mdp = wide.sample(torch.Generator().manual_seed(0), gamma=0.9)
+    mdp.validate()
+    assert 500 <= mdp.num_states <= 1000
+    assert 2 <= int(mdp.num_actions.min()) < int(mdp.num_actions.max()) <= 8
+    assert mdp.num_transitions <= 6 * mdp.num_state_actions  # sparse: never S²·A
+
+
+def test_mixture_weights_select_families():
+    prior = Prior(weights={"chain": 1.0, "bandit": 0.0})
+    names = {prior.sample(torch.Generator().manual_seed(s)).name for s in range(30)}
+    assert names <= {"riverswim", "chain", "lock"} and len(names) == 3
+    with pytest.raises(ValueError, match="unknown prior families"):
+        Prior(weights={"mazes": 1.0})
+
+
+def test_structured_families_have_their_defining_features():
+    g = torch.Generator().manual_seed(3)
+    grid = Prior(weights={"gridworld": 1.0}).sample(g)
+    assert grid.max_actions == 4 and grid.terminal.any()  # goals are absorbing
+    sea = Prior(weights={"deepsea": 1.0}).sample(g)
+    _q, v = value_iteration(sea)
+    assert float(start_values(sea, v)) > 0  # the treasure is worth the cost of reaching it
+    bandit = Prior(weights={"bandit": 1.0}).sample(g)
+    assert bandit.num_states == 1 and bandit.reward_noise >= 0
