@@ -111,12 +111,12 @@ class _Union:
     def successor(self, sa: Tensor, generator: Generator) -> Tensor:
         """Draw s' ~ P(. | sa) for each entry of ``sa``."""
         return self.edge_next[
-            _draw_in_blocks(self.edge_cumsum, self.edge_lo[sa], self.edge_hi[sa], generator)
+            draw_in_blocks(self.edge_cumsum, self.edge_lo[sa], self.edge_hi[sa], generator)
         ]
 
     def start_state(self, graph: Tensor, generator: Generator) -> Tensor:
         """Draw s0 from the start distribution of each entry's MDP."""
-        return _draw_in_blocks(self.start_cumsum, self.state_ptr[graph], self.state_ptr[graph + 1], generator)
+        return draw_in_blocks(self.start_cumsum, self.state_ptr[graph], self.state_ptr[graph + 1], generator)
 
     def sampled_reward(self, sa: Tensor, generator: Generator) -> Tensor:
         if not self.noisy:
@@ -135,7 +135,7 @@ def _ptr(sizes: Tensor) -> Tensor:
     return ptr
 
 
-def _draw_in_blocks(cumsum: Tensor, lo: Tensor, hi: Tensor, generator: Generator) -> Tensor:
+def draw_in_blocks(cumsum: Tensor, lo: Tensor, hi: Tensor, generator: Generator) -> Tensor:
     """Indices i in [lo, hi) (elementwise), drawn with probability ∝ weight[i].
 
     ``cumsum`` (N,) is the running sum of the weights; each block lo:hi holds positive total weight.
