@@ -16,7 +16,7 @@ from rlfm.experience import ExperienceConfig, sample_experience
 from rlfm.graph import mdp_graph, observation_graphs
 from rlfm.mdp import TabularMDP
 from rlfm.prior import Prior
-from rlfm.solve import value_iteration
+from rlfm.solve import evaluate_policy, mdp_arrays, start_values, uniform_policy, value_iteration
 
 TARGET_TOLERANCE = 1e-4  # value-iteration accuracy of Q* for targets (rewards are at most 1)
 
@@ -48,3 +48,23 @@ class ExampleSampler:
 
     def sample(self, count: int, generator: Generator) -> list[HeteroData]:
         return self.examples_for(self.sample_mdps(count, generator), generator)
+
+
+def with_truth(
+    examples: list[HeteroData], mdps: list[TabularMDP], source: str
+) -> list[tuple[HeteroData, HeteroData]]:
+    """Pair each example with its true MDP graph for exact scoring.
+
+    The truth graph caches ``optimal_start_value`` V*(s0) and ``uniform_start_value`` V^unif(s0) (1,), and the
+    example gets ``source``, the name its validation metrics are reported under.
+    """
+    truth = [mdp_graph(m) for m in mdps]
+    batch = Batch.from_data_list(truth)
+    arrays = mdp_arrays(batch)
+    optimal = start_values(batch, value_iteration(arrays)[1])
+    uniform = start_values(batch, evaluate_policy(arrays, uniform_policy(arrays)))
+    for example, graph, v_star, v_uniform in zip(examples, truth, optimal, uniform, strict=True):
+        graph.optimal_start_value = v_star.reshape(1)
+        graph.uniform_start_value = v_uniform.reshape(1)
+        example.source = source
+    return list(zip(examples, truth, strict=True))

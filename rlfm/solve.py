@@ -58,8 +58,7 @@ class MDPArrays:
 
     def transition_matrix(self) -> Tensor:
         """P as a sparse CSR matrix (SA, S)."""
-        crow = torch.zeros(self.reward.numel() + 1, dtype=torch.long)
-        torch.cumsum(torch.bincount(self.edge_sa, minlength=self.reward.numel()), 0, out=crow[1:])
+        crow = _ptr(torch.bincount(self.edge_sa, minlength=self.reward.numel()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.sparse_csr_tensor(
@@ -69,6 +68,11 @@ class MDPArrays:
                 (self.reward.numel(), self.num_states),
                 check_invariants=False,
             )
+
+
+def _ptr(sizes: Tensor) -> Tensor:
+    """(N + 1,) offsets of consecutive blocks of the given sizes (N,)."""
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
 
 
 def as_graph(mdp: TabularMDP | HeteroData) -> HeteroData:
@@ -88,8 +92,8 @@ def mdp_arrays(mdp: TabularMDP | HeteroData, dtype: torch.dtype = torch.float64)
         prob=graph[TO].prob.to(dtype),
         reward=graph[STATE_ACTION].reward.to(dtype),
         gamma=graph.gamma.to(dtype).reshape(-1),
-        state_graph=graph[STATE].batch if batched else torch.zeros(S, dtype=torch.long),
-        sa_graph=graph[STATE_ACTION].batch if batched else torch.zeros(SA, dtype=torch.long),
+        state_graph=graph[STATE].batch if batched else edge_sa.new_zeros(S),
+        sa_graph=graph[STATE_ACTION].batch if batched else edge_sa.new_zeros(SA),
         num_states=S,
     )
 
@@ -111,7 +115,7 @@ def value_iteration(
     gamma_sa, num_actions = arrays.gamma_sa, arrays.num_actions
     gamma_max = float(arrays.gamma.max())
     threshold = tol * (1 - gamma_max) / gamma_max
-    v = torch.zeros(arrays.num_states, dtype=arrays.reward.dtype)
+    v = arrays.reward.new_zeros(arrays.num_states)
     for _ in range(max_iterations):
         q = torch.addcmul(arrays.reward, gamma_sa, P @ v)
         v_next = state_max(q, num_actions)
@@ -125,7 +129,8 @@ def value_iteration(
 def policy_matrices(arrays: MDPArrays, policy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Edges of P_π as (state, next state, weight) lists and r_π (S,)."""
     pi = policy.to(arrays.reward.dtype)
-    r_pi = torch.zeros(arrays.num_states, dtype=pi.dtype).index_add_(0, arrays.sa_state, pi * arrays.reward)
+    r_pi = pi.new_zeros(arrays.num_states)
+    r_pi.index_add_(0, arrays.sa_state, pi * arrays.reward)
     weight = pi[arrays.edge_sa] * arrays.prob
     return arrays.sa_state[arrays.edge_sa], arrays.edge_next, weight, r_pi
 
@@ -136,17 +141,13 @@ def evaluate_policy(
     """V^π (S,) by one exact linear solve (I - γ P_π) V = r_π per MDP."""
     arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp, dtype)
     src, dst, weight, r_pi = policy_matrices(arrays, policy)
-    state_ptr = torch.zeros(arrays.num_graphs + 1, dtype=torch.long)
-    torch.cumsum(torch.bincount(arrays.state_graph, minlength=arrays.num_graphs), 0, out=state_ptr[1:])
-    edge_graph = arrays.state_graph[src]
-    edge_ptr = torch.zeros(arrays.num_graphs + 1, dtype=torch.long)
-    torch.cumsum(torch.bincount(edge_graph, minlength=arrays.num_graphs), 0, out=edge_ptr[1:])
-    values = torch.empty(arrays.num_states, dtype=r_pi.dtype)
+    state_ptr = _ptr(torch.bincount(arrays.state_graph, minlength=arrays.num_graphs)).tolist()
+    edge_ptr = _ptr(torch.bincount(arrays.state_graph[src], minlength=arrays.num_graphs)).tolist()
+    values = torch.empty_like(r_pi)
     for b in range(arrays.num_graphs):
-        lo, hi = int(state_ptr[b]), int(state_ptr[b + 1])
-        e0, e1 = int(edge_ptr[b]), int(edge_ptr[b + 1])
-        n = hi - lo
-        system = torch.eye(n, dtype=r_pi.dtype)
+        lo, hi = state_ptr[b], state_ptr[b + 1]
+        e0, e1 = edge_ptr[b], edge_ptr[b + 1]
+        system = torch.eye(hi - lo, dtype=r_pi.dtype, device=r_pi.device)
         system.index_put_(
             (src[e0:e1] - lo, dst[e0:e1] - lo), -arrays.gamma[b] * weight[e0:e1], accumulate=True
         )
@@ -157,32 +158,30 @@ def evaluate_policy(
 def uniform_policy(mdp: TabularMDP | HeteroData | MDPArrays) -> Tensor:
     """(SA,) the uniformly random policy."""
     arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp)
-    return 1.0 / arrays.num_actions[arrays.sa_state].double()
+    return 1.0 / arrays.num_actions[arrays.sa_state].to(arrays.reward.dtype)
 
 
 def greedy_policy(scores: Tensor, sa_state: Tensor, num_states: int) -> Tensor:
     """(SA,) the deterministic policy taking each state's highest-scoring action (lowest index on ties)."""
     num_actions = torch.bincount(sa_state, minlength=num_states)
     best = state_max(scores, num_actions)
-    is_best = scores == best[sa_state]
-    index = torch.arange(scores.numel())
-    first = torch.segment_reduce(
-        torch.where(is_best, index, scores.numel()).double(), "min", lengths=num_actions
-    )
-    policy = torch.zeros(scores.numel(), dtype=torch.float64)
-    policy[first.long()] = 1.0
+    index = torch.arange(scores.numel(), device=scores.device, dtype=torch.float64)
+    candidate = torch.where(scores == best[sa_state], index, float(scores.numel()))
+    first = torch.segment_reduce(candidate, "min", lengths=num_actions).long()
+    policy = torch.zeros(scores.numel(), dtype=torch.float64, device=scores.device)
+    policy[first] = 1.0
     return policy
 
 
 def start_values(mdp: TabularMDP | HeteroData, values: Tensor) -> Tensor:
     """(B,) expected value under each MDP's start distribution, from ``values`` (S,)."""
     graph = as_graph(mdp)
-    state_graph = (
-        graph[STATE].batch if "batch" in graph[STATE] else torch.zeros(values.numel(), dtype=torch.long)
-    )
-    num_graphs = int(graph.gamma.numel())
+    if "batch" in graph[STATE]:
+        state_graph = graph[STATE].batch
+    else:
+        state_graph = torch.zeros(values.numel(), dtype=torch.long, device=values.device)
     weighted = graph[STATE].start.to(values.dtype) * values
-    return torch.zeros(num_graphs, dtype=values.dtype).index_add_(0, state_graph, weighted)
+    return values.new_zeros(graph.gamma.numel()).index_add_(0, state_graph, weighted)
 
 
 def normalized_value(

@@ -1,0 +1,102 @@
+r"""The policy network: encoders, one weight-tied propagation block applied K times, and a policy head.
+
+Input: an observation graph (:mod:`rlfm.graph`) or a PyG batch of them. Output: one logit per
+state-action; a softmax over each state's own actions is the policy π(a | s, data), an estimate of
+P(a is optimal | data) learned from the prior. The block acts like one learned value-iteration sweep, so
+K can be raised at inference for MDPs whose values travel further than the training MDPs'
+(:meth:`PolicyNetwork.settle` unrolls until the policy stops changing).
+
+How information reaches pairs and states without data: an unvisited state-action has no successor edge,
+so its attention message is zero and it reads the mean of its MDP's state embeddings instead (a uniform
+guess of its successor, O(S) rather than O(S²·A) edges), besides its own inputs (count 0, visited 0).
+An unvisited state reads its actions (max and mean) and is read by any pair observed to reach it.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.utils import softmax
+
+from rlfm.graph import EDGE_FEATURES, FROM, OF, STATE, STATE_ACTION, STATE_ACTION_FEATURES, STATE_FEATURES
+from rlfm.nn.block import PropagationBlock, mlp
+
+
+class PolicyNetwork(nn.Module):
+    """In-context policy network for tabular MDPs of any size.
+
+    Args:
+        width: embedding size d.
+        heads: attention heads.
+        num_layers: default number K of tied propagation sweeps.
+        dropout: dropout of the MLPs.
+    """
+
+    def __init__(self, width: int = 64, heads: int = 4, num_layers: int = 16, dropout: float = 0.05) -> None:
+        super().__init__()
+        self.width = width
+        self.heads = heads
+        self.num_layers = num_layers
+        self.encode_state = mlp(len(STATE_FEATURES), width, width)
+        self.encode_state_action = mlp(len(STATE_ACTION_FEATURES), width, width)
+        self.block = PropagationBlock(width, heads, edge_dim=len(EDGE_FEATURES), dropout=dropout)
+        self.head = mlp(2 * width, width, 1)
+
+    def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
+        """Policy logits (SA,) after ``num_layers`` sweeps (default: ``self.num_layers``)."""
+        K = self.num_layers if num_layers is None else num_layers
+        inputs = self._inputs(data)
+        h_state, h_sa = inputs["x_state"], inputs["x_sa"]
+        for _ in range(K):
+            h_state, h_sa = self.block(h_state, h_sa, **inputs)
+        return self._logits(h_state, h_sa, inputs["sa_state"])
+
+    def policy(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
+        """π(a | s) (SA,): the softmax of the logits over each state's actions."""
+        return group_softmax(self(data, num_layers), data)
+
+    @torch.no_grad()
+    def settle(
+        self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-3
+    ) -> tuple[Tensor, int]:
+        """Unroll until no log-probability moves more than ``tol`` in a sweep (at least ``min_layers``,
+        default ``self.num_layers``; at most ``max_layers``). Returns the logits (SA,) and the sweeps used."""
+        min_layers = self.num_layers if min_layers is None else min_layers
+        inputs = self._inputs(data)
+        sa_state = inputs["sa_state"]
+        h_state, h_sa = inputs["x_state"], inputs["x_sa"]
+        previous = None
+        for k in range(1, max_layers + 1):
+            h_state, h_sa = self.block(h_state, h_sa, **inputs)
+            if k < min_layers:
+                continue
+            log_policy = softmax(self._logits(h_state, h_sa, sa_state), sa_state).log()
+            if previous is not None and float((log_policy - previous).abs().max()) < tol:
+                break
+            previous = log_policy
+        return self._logits(h_state, h_sa, sa_state), k
+
+    def _inputs(self, data: HeteroData) -> dict:
+        state_store = data[STATE]
+        S = state_store.num_nodes
+        batched = "batch" in state_store
+        return {
+            "x_state": self.encode_state(state_store.x),
+            "x_sa": self.encode_state_action(data[STATE_ACTION].x),
+            "successor_index": data[FROM].edge_index,
+            "successor_attr": data[FROM].edge_attr,
+            "sa_state": data[OF].edge_index[1],
+            "state_graph": state_store.batch
+            if batched
+            else torch.zeros(S, dtype=torch.long, device=state_store.x.device),
+            "num_graphs": int(data.num_graphs) if batched else 1,
+        }
+
+    def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
+        return self.head(torch.cat([h_sa, h_state[sa_state]], dim=-1)).squeeze(-1)
+
+
+def group_softmax(logits: Tensor, data: HeteroData) -> Tensor:
+    """Softmax of ``logits`` (SA,) over each state's actions."""
+    return softmax(logits, data[OF].edge_index[1], num_nodes=data[STATE].num_nodes)

@@ -1,0 +1,191 @@
+r"""The training system: the policy network, its loss, metrics and optimiser, as a LightningModule.
+
+The loss is the soft cross-entropy between the Boltzmann target softmax(Q* / τ) of the true MDP and the
+predicted policy, averaged over states:
+
+.. math::
+    \mathcal{L} = \frac{1}{|\mathcal{S}|} \sum_{s} \Big( -\sum_{a} \pi^\star_\tau(a \mid s) \log \pi_\theta(a \mid s) \Big)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+from torch_geometric.data import HeteroData
+from torch_geometric.utils import scatter
+from torchmetrics import MeanMetric
+
+from rlfm.graph import OF, STATE, STATE_ACTION
+from rlfm.network import PolicyNetwork
+from rlfm.solve import evaluate_policy, greedy_policy, mdp_arrays, start_values
+
+METRICS = ("loss", "kl", "agreement", "normalized_value")
+
+
+def log_group_softmax(logits: Tensor, sa_state: Tensor, num_states: int) -> Tensor:
+    """log π (SA,): log-softmax of ``logits`` over each state's actions."""
+    best = scatter(logits.detach(), sa_state, dim=0, dim_size=num_states, reduce="max")
+    shifted = logits - best[sa_state]
+    log_norm = scatter(shifted.exp(), sa_state, dim=0, dim_size=num_states, reduce="sum").log()
+    return shifted - log_norm[sa_state]
+
+
+def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
+    """Per-state soft cross-entropy, KL(target ‖ π) and agreement of argmax π with an argmax of Q*, each (S,)."""
+    sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
+    target, q_star = data[STATE_ACTION].target, data[STATE_ACTION].q_star
+    log_pi = log_group_softmax(logits, sa_state, S)
+    cross_entropy = -scatter(target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
+    entropy = -scatter(torch.special.xlogy(target, target), sa_state, dim=0, dim_size=S, reduce="sum")
+    best_q = scatter(q_star, sa_state, dim=0, dim_size=S, reduce="max")
+    chosen = greedy_policy(logits.detach(), sa_state, S).to(q_star.dtype)
+    optimal = (q_star >= best_q[sa_state] - 1e-6).to(q_star.dtype)
+    agreement = scatter(chosen * optimal, sa_state, dim=0, dim_size=S, reduce="sum")
+    return {"loss": cross_entropy, "kl": cross_entropy - entropy, "agreement": agreement}
+
+
+class PolicyLearner(LightningModule):
+    """Trains a :class:`~rlfm.network.PolicyNetwork` on examples from the prior.
+
+    Args:
+        width, heads, dropout: the network's size (see :class:`~rlfm.network.PolicyNetwork`).
+        train_layers: range of the number K of tied sweeps, drawn uniformly per training step so that the
+            block stays stable when unrolled further than any one depth.
+        eval_layers: K at validation and the network's default at inference.
+        lr, weight_decay: AdamW settings.
+        warmup_steps: linear warm-up steps, followed by a cosine decay to ``final_lr_ratio`` × lr.
+        final_lr_ratio: learning rate at the last step, relative to ``lr``.
+    """
+
+    def __init__(
+        self,
+        width: int = 64,
+        heads: int = 4,
+        dropout: float = 0.0,
+        train_layers: tuple[int, int] = (8, 16),
+        eval_layers: int = 16,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_steps: int = 200,
+        final_lr_ratio: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.network = PolicyNetwork(width=width, heads=heads, num_layers=eval_layers, dropout=dropout)
+        self.val_metrics = nn.ModuleDict()
+        self._depth = random.Random(0)
+
+    def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
+        """Policy logits (SA,) of an observation graph or batch."""
+        return self.network(data, num_layers)
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch: HeteroData, batch_index: int) -> Tensor:
+        low, high = self.hparams.train_layers
+        layers = self._depth.randint(low, high)
+        losses = policy_losses(batch, self.network(batch, layers))
+        size = batch.num_graphs
+        loss = losses["loss"].mean()
+        self.log("train/loss", loss, batch_size=size, prog_bar=True)
+        self.log("train/kl", losses["kl"].mean(), batch_size=size)
+        self.log("train/agreement", losses["agreement"].mean(), batch_size=size)
+        self.log("train/layers", float(layers), batch_size=size)
+        return loss
+
+    def on_train_start(self) -> None:
+        self._depth = random.Random(self.trainer.global_rank * 7919 + self.global_step)
+
+    # ------------------------------------------------------------------ validation
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        sources = getattr(datamodule, "val_sources", ["prior"])
+        for source in sources:
+            if source not in self.val_metrics:
+                self.val_metrics[source] = nn.ModuleDict({name: MeanMetric() for name in METRICS})
+
+    def validation_step(self, batch: tuple[HeteroData, HeteroData], batch_index: int) -> None:
+        data, truth = batch
+        logits = self.network(data, self.hparams.eval_layers)
+        losses = policy_losses(data, logits)
+        state_graph = data[STATE].batch
+        per_graph = {
+            name: scatter(value, state_graph, dim=0, dim_size=data.num_graphs, reduce="mean")
+            for name, value in losses.items()
+        }
+        per_graph["normalized_value"] = self.normalized_values(data, truth, logits)
+        sources = data.source
+        for source in set(sources):
+            mask = torch.tensor([s == source for s in sources], device=logits.device)
+            for name, value in per_graph.items():
+                self.val_metrics[source][name].update(value[mask].float())
+
+    @staticmethod
+    def normalized_values(data: HeteroData, truth: HeteroData, logits: Tensor) -> Tensor:
+        """(B,) exact normalised value of the greedy policy of ``logits`` on each true MDP."""
+        policy = greedy_policy(logits.detach().double(), data[OF].edge_index[1], data[STATE].num_nodes)
+        value = start_values(truth, evaluate_policy(mdp_arrays(truth), policy))
+        optimal, uniform = truth.optimal_start_value, truth.uniform_start_value
+        return (value - uniform) / (optimal - uniform).clamp(min=1e-12)
+
+    def on_validation_epoch_end(self) -> None:
+        summary: dict[str, dict[str, float]] = {}
+        for source, metrics in self.val_metrics.items():
+            if not metrics["loss"].update_called:
+                continue
+            summary[source] = {}
+            for name, metric in metrics.items():
+                value = metric.compute()
+                summary[source][name] = float(value)
+                self.log(f"val/{name}/{source}", value)
+                metric.reset()
+        if not summary:
+            return
+        self.log("val/loss", sum(s["loss"] for s in summary.values()) / len(summary), prog_bar=True)
+        benchmark = [s["normalized_value"] for name, s in summary.items() if name != "prior"]
+        if benchmark:
+            self.log("val/normalized_value", sum(benchmark) / len(benchmark), prog_bar=True)
+        self._log_figures(summary)
+
+    def _log_figures(self, summary: dict[str, dict[str, float]]) -> None:
+        if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:
+            return
+        from rlfm.plots import gridworld_policy_figure, normalized_value_figure
+
+        experiment = self.logger.experiment
+        values = {source: s["normalized_value"] for source, s in summary.items()}
+        experiment.add_figure(
+            "val/normalized_value_by_source", normalized_value_figure(values), self.global_step
+        )
+        datamodule = getattr(self.trainer, "datamodule", None)
+        example = getattr(datamodule, "figure_example", lambda: None)()
+        if example is not None:
+            data, title = example
+            data = data.to(self.device)
+            with torch.no_grad():
+                policy = self.network.policy(data, self.hparams.eval_layers)
+            experiment.add_figure(
+                "val/gridworld_policy", gridworld_policy_figure(policy.cpu(), title), self.global_step
+            )
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = min(self.hparams.warmup_steps, total // 2)
+        final = self.hparams.final_lr_ratio
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return final + (1 - final) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,143 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint
+from torch_geometric.data import Batch
+
+from datamodules import PriorDataModule
+from rlfm.cli import main
+from rlfm.examples import ExampleSampler
+from rlfm.pretrained import export, load_network
+from rlfm.prior import Prior, ReferencePrior
+from rlfm.system import PolicyLearner
+from tests.ddp_probe import RecordingLearner
+
+ROOT = Path(__file__).parent.parent
+TINY = str(ROOT / "configs" / "tiny.yaml")
+
+
+def tiny_data(**kwargs) -> PriorDataModule:
+    sampler = ExampleSampler(prior=Prior(reference=ReferencePrior(max_states=6)))
+    settings = {
+        "batch_size": 3,
+        "batches_per_epoch": 3,
+        "num_workers": 0,
+        "val_mdps": 2,
+        "val_episodes": (1,),
+    }
+    return PriorDataModule(sampler=sampler, **{**settings, **kwargs})
+
+
+def tiny_trainer(tmp_path: Path, max_steps: int, **kwargs) -> Trainer:
+    return Trainer(
+        max_steps=max_steps,
+        accelerator="cpu",
+        devices=1,
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        **kwargs,
+    )
+
+
+def test_cli_fast_dev_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TINY, "--trainer.fast_dev_run", "1"])
+
+
+def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TINY])
+    run = tmp_path / "lightning_logs" / "version_0"
+    assert (run / "checkpoints" / "last.ckpt").exists()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run), size_guidance={"images": 0})
+    events.Reload()
+    scalars = events.Tags()["scalars"]
+    assert "train/loss" in scalars and "val/normalized_value/gridworld_5x5" in scalars
+    assert {"val/normalized_value_by_source", "val/gridworld_policy"} <= set(events.Tags()["images"])
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model, data = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3), tiny_data()
+    trainer = tiny_trainer(tmp_path, 2, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, data)
+    batch = Batch.from_data_list(data.train_stream.batch(7))
+    expected = model.eval()(batch)
+    restored = PolicyLearner.load_from_checkpoint(tmp_path / "last.ckpt").eval()
+    assert torch.allclose(restored(batch), expected)
+    assert torch.allclose(load_network(tmp_path / "last.ckpt")(batch, 3), expected)
+    compact = export(tmp_path / "last.ckpt", tmp_path / "net.pt")
+    assert torch.allclose(load_network(compact)(batch, 3), expected)
+
+
+def test_resumed_run_continues_step_and_stream(tmp_path):
+    def run(name: str, max_steps: int, ckpt_path: Path | None = None) -> list[dict]:
+        model = RecordingLearner(out_dir=str(tmp_path), width=16, heads=2, train_layers=(2, 3), eval_layers=3)
+        checkpoints = ModelCheckpoint(dirpath=tmp_path / name, save_last=True)
+        trainer = tiny_trainer(tmp_path / name, max_steps, callbacks=[checkpoints], limit_val_batches=0)
+        trainer.fit(model, tiny_data(), ckpt_path=ckpt_path)
+        assert trainer.global_step == max_steps
+        return model.seen
+
+    straight = run("straight", 5)  # crosses an epoch boundary (3 batches per epoch)
+    first = run("first", 2)  # stops mid-epoch
+    resumed = run("resumed", 5, ckpt_path=tmp_path / "first" / "last.ckpt")
+    assert [s["stream_position"][0] for s in first] == [0, 1]
+    assert [s["stream_position"][0] for s in resumed] == [2, 3, 4]
+    assert [s["step"] for s in resumed] == [2, 3, 4]
+    assert [s["fingerprints"] for s in first + resumed] == [s["fingerprints"] for s in straight]
+
+
+def test_workers_reassemble_the_same_stream():
+    data_single = tiny_data(num_workers=0)
+    data_multi = tiny_data(num_workers=2)
+    for data in (data_single, data_multi):
+        data.train_stream.start_batch = 0
+    single = [b.stream_position.tolist() for b in data_single.train_dataloader()]
+    multi = [b.stream_position.tolist() for b in data_multi.train_dataloader()]
+    assert single == multi == [[0, 0, 0], [1, 1, 1], [2, 2, 2]]
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_see_different_mdps(tmp_path):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ROOT}"}
+    command = [
+        sys.executable,
+        "-m",
+        "rlfm.cli",
+        "fit",
+        "--config",
+        TINY,
+        "--model",
+        "ddp_probe.RecordingLearner",
+        "--model.out_dir",
+        str(tmp_path),
+        "--model.width",
+        "16",
+        "--model.heads",
+        "2",
+        "--model.train_layers",
+        "[2, 3]",
+        "--model.eval_layers",
+        "3",
+        "--trainer.strategy=ddp",
+        "--trainer.devices=2",
+        "--trainer.max_steps=3",
+        "--trainer.limit_val_batches=0",
+        f"--trainer.default_root_dir={tmp_path}",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert all(r["world_size"] == 2 and len(r["seen"]) == 3 for r in ranks)
+    seen = [{f for step in r["seen"] for f in step["fingerprints"]} for r in ranks]
+    assert seen[0].isdisjoint(seen[1])
