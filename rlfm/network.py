@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
-from torch_geometric.utils import softmax
+from torch_geometric.utils import scatter, softmax
 
 from rlfm.graph import EDGE_FEATURES, FROM, OF, STATE, STATE_ACTION, STATE_ACTION_FEATURES, STATE_FEATURES
 from rlfm.nn.block import PropagationBlock, mlp
@@ -61,7 +61,10 @@ class PolicyNetwork(nn.Module):
         self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-3
     ) -> tuple[Tensor, int]:
         """Unroll until no log-probability moves more than ``tol`` in a sweep (at least ``min_layers``,
-        default ``self.num_layers``; at most ``max_layers``). Returns the logits (SA,) and the sweeps used."""
+        default ``self.num_layers``; at most ``max_layers``). Returns the logits (SA,) and the sweeps used.
+        Call it in eval mode: dropout noise would keep the policy moving."""
+        if max_layers < 1:
+            raise ValueError(f"max_layers must be at least 1, got {max_layers}")
         min_layers = self.num_layers if min_layers is None else min_layers
         inputs = self._inputs(data)
         sa_state = inputs["sa_state"]
@@ -71,7 +74,7 @@ class PolicyNetwork(nn.Module):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
             if k < min_layers:
                 continue
-            log_policy = softmax(self._logits(h_state, h_sa, sa_state), sa_state).log()
+            log_policy = log_group_softmax(self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0])
             if previous is not None and float((log_policy - previous).abs().max()) < tol:
                 break
             previous = log_policy
@@ -100,3 +103,11 @@ class PolicyNetwork(nn.Module):
 def group_softmax(logits: Tensor, data: HeteroData) -> Tensor:
     """Softmax of ``logits`` (SA,) over each state's actions."""
     return softmax(logits, data[OF].edge_index[1], num_nodes=data[STATE].num_nodes)
+
+
+def log_group_softmax(logits: Tensor, sa_state: Tensor, num_states: int) -> Tensor:
+    """log π (SA,): log-softmax of ``logits`` over each state's actions; finite even where π underflows."""
+    best = scatter(logits.detach(), sa_state, dim=0, dim_size=num_states, reduce="max")
+    shifted = logits - best[sa_state]
+    log_norm = scatter(shifted.exp(), sa_state, dim=0, dim_size=num_states, reduce="sum").log()
+    return shifted - log_norm[sa_state]

@@ -21,18 +21,10 @@ from torch_geometric.utils import scatter
 from torchmetrics import MeanMetric
 
 from rlfm.graph import OF, STATE, STATE_ACTION
-from rlfm.network import PolicyNetwork
+from rlfm.network import PolicyNetwork, log_group_softmax
 from rlfm.solve import evaluate_policy, greedy_policy, mdp_arrays, start_values
 
 METRICS = ("loss", "kl", "agreement", "normalized_value")
-
-
-def log_group_softmax(logits: Tensor, sa_state: Tensor, num_states: int) -> Tensor:
-    """log π (SA,): log-softmax of ``logits`` over each state's actions."""
-    best = scatter(logits.detach(), sa_state, dim=0, dim_size=num_states, reduce="max")
-    shifted = logits - best[sa_state]
-    log_norm = scatter(shifted.exp(), sa_state, dim=0, dim_size=num_states, reduce="sum").log()
-    return shifted - log_norm[sa_state]
 
 
 def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:

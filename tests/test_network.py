@@ -1,0 +1,255 @@
+"""The policy network: sparse vs dense reference, symmetries, batch independence, adaptive depth."""
+
+import pytest
+import torch
+from torch_geometric.data import Batch
+
+from rlfm.benchmarks.reference import gridworld
+from rlfm.counts import Counts
+from rlfm.dense import DensePolicyNetwork, to_dense
+from rlfm.examples import ExampleSampler
+from rlfm.graph import FROM, OF, STATE, STATE_ACTION, observation_graph
+from rlfm.network import PolicyNetwork, group_softmax
+from rlfm.prior import Prior, ReferencePrior
+from rlfm.solve import value_iteration
+
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small tensors on a shared 2-core machine: one intra-op thread is much faster than two."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def network(width: int = 32, heads: int = 4, num_layers: int = 6, seed: int = 0) -> PolicyNetwork:
+    torch.manual_seed(seed)
+    net = PolicyNetwork(width=width, heads=heads, num_layers=num_layers, dropout=0.0)
+    with torch.no_grad():
+        net.block.attention.beta.uniform_(0.5, 1.5)  # heads that differ
+    return net
+
+
+def random_counts(generator: torch.Generator, num_actions: list[int], transitions: int) -> Counts:
+    """Counts of ``transitions`` random (s, a, r, s', terminated); with few transitions, many pairs stay
+    unvisited."""
+    counts = Counts.empty(num_actions)
+    counts.update(*random_transitions(generator, torch.tensor(num_actions), transitions))
+    return counts
+
+
+def random_transitions(generator: torch.Generator, num_actions: torch.Tensor, n: int) -> tuple:
+    S = num_actions.numel()
+    state = torch.randint(0, S, (n,), generator=generator)
+    action = (torch.rand(n, generator=generator) * num_actions[state]).long()
+    reward = torch.randn(n, generator=generator, dtype=torch.float64).round(decimals=1)
+    next_state = torch.randint(0, S, (n,), generator=generator)
+    terminated = torch.rand(n, generator=generator) < 0.05
+    return state, action, reward, next_state, terminated
+
+
+def mixed_batch(generator: torch.Generator) -> Batch:
+    """MDPs of different sizes and per-state action counts, grid worlds, and graphs with no data."""
+    prior = Prior(
+        weights={"reference": 2.0, "gridworld": 1.0},
+        reference=ReferencePrior(max_states=12, per_state_actions=1.0),
+    )
+    prior.gridworld.max_side = 4
+    graphs = ExampleSampler(prior=prior).sample(6, generator)
+    grid = gridworld(3)
+    q, _ = value_iteration(grid)
+    graphs.append(observation_graph(Counts.empty_like(grid), 0.95, q_star=q))  # no data at all
+    counts = random_counts(generator, [1, 3, 2, 4, 2], transitions=4)
+    graphs.append(observation_graph(counts, 0.9, q_star=torch.zeros(counts.num_state_actions)))
+    return Batch.from_data_list(graphs)
+
+
+# ------------------------------------------------------------------ sparse vs dense
+
+
+def test_dense_batch_holds_the_graph(generator):
+    data = mixed_batch(generator)
+    dense = to_dense(data)
+    B, S_max, A_max = dense.shape
+    num_actions = torch.bincount(data[OF].edge_index[1])
+    assert (
+        data.num_graphs == B
+        and S_max == int(data[STATE].ptr.diff().max())
+        and A_max == int(num_actions.max())
+    )
+    assert len(set(num_actions.tolist())) > 1  # states with different action counts
+    assert int(dense.state_mask.sum()) == data[STATE].num_nodes
+    assert int(dense.action_mask.sum()) == data[STATE_ACTION].num_nodes
+    assert int(dense.edge_mask.sum()) == data[FROM].num_edges
+    assert torch.equal(dense.to_sparse(dense.x_sa), data[STATE_ACTION].x)
+    assert torch.equal(dense.x_state[dense.state_mask], data[STATE].x)
+    # P̂ rows: sum to 1 for visited pairs, empty for pairs with no observed successor
+    rows = dense.p_hat.sum(-1).view(B, S_max, A_max)  # [B, S, A]
+    visited = dense.to_sparse(dense.edge_mask.any(-1).view(B, S_max, A_max))  # [SA]
+    assert (~visited).any() and visited.any()
+    torch.testing.assert_close(dense.to_sparse(rows)[visited], torch.ones(int(visited.sum())))
+    assert (dense.to_sparse(rows)[~visited] == 0).all()
+    assert (dense.p_hat[~dense.edge_mask] == 0).all()
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_sparse_and_dense_networks_give_the_same_policy_and_gradients(training, generator):
+    data = mixed_batch(generator)
+    net = network().train(training)
+    dense_net = DensePolicyNetwork(net)
+    batch = to_dense(data)
+
+    logits = net(data)
+    dense_logits = dense_net(batch)  # [B, S_max, A_max]
+    torch.testing.assert_close(batch.to_sparse(dense_logits), logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(batch.to_sparse(dense_net.policy(batch)), net.policy(data), atol=ATOL, rtol=0)
+    assert (dense_logits[~batch.action_mask] == 0).all()
+    torch.testing.assert_close(dense_net.forward_graph(data), logits, atol=ATOL, rtol=0)
+
+    target = data[STATE_ACTION].target
+    sparse_loss = -(target * group_softmax(logits, data).log()).sum() / data[STATE].num_nodes
+    sparse_grads = torch.autograd.grad(sparse_loss, list(net.parameters()))
+    dense_policy = batch.to_sparse(dense_net.policy(batch))
+    dense_loss = -(target * dense_policy.log()).sum() / data[STATE].num_nodes
+    dense_grads = torch.autograd.grad(dense_loss, list(net.parameters()))
+    for (name, _), g_sparse, g_dense in zip(net.named_parameters(), sparse_grads, dense_grads, strict=True):
+        torch.testing.assert_close(g_dense, g_sparse, atol=ATOL, rtol=1e-4, msg=name)
+
+
+def test_dense_network_shares_parameters_not_copies():
+    net = network()
+    dense_net = DensePolicyNetwork(net)
+    assert {id(p) for p in dense_net.parameters()} == {id(p) for p in net.parameters()}
+    assert {id(b) for b in dense_net.buffers()} == {id(b) for b in net.buffers()}
+    dense_net.eval()
+    assert not net.training and not net.block.attention.training
+
+
+def test_sparse_and_dense_agree_on_the_reference_benchmarks_at_depth():
+    net = network(num_layers=24).eval()
+    dense_net = DensePolicyNetwork(net)
+    graphs = []
+    for size in (3, 5):
+        grid = gridworld(size)
+        generator = torch.Generator().manual_seed(size)
+        counts = Counts.empty_like(grid)
+        state = torch.randint(0, grid.num_states, (40,), generator=generator)
+        action = torch.randint(0, 4, (40,), generator=generator)
+        sa = grid.sa_index(state, action)
+        next_state = grid.transition_next[torch.searchsorted(grid.transition_sa, sa)]  # deterministic grid
+        counts.update(state, action, grid.reward[sa], next_state)
+        graphs.append(observation_graph(counts, grid.gamma))
+    data = Batch.from_data_list(graphs)
+    torch.testing.assert_close(dense_net.forward_graph(data), net(data), atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------ symmetries and batching
+
+
+def permuted_counts(
+    counts: Counts, transitions: tuple, generator: torch.Generator
+) -> tuple[Counts, torch.Tensor]:
+    """The same experience with states and each state's actions relabelled. Returns the new counts and the
+    new index of every old state-action pair (SA,)."""
+    num_actions = counts.num_actions
+    S = num_actions.numel()
+    new_state = torch.randperm(S, generator=generator)  # new label of old state s
+    new_num_actions = torch.empty_like(num_actions)
+    new_num_actions[new_state] = num_actions
+    new_action = [torch.randperm(int(n), generator=generator) for n in num_actions]  # per old state
+    permuted = Counts.empty(new_num_actions)
+    state, action, reward, next_state, terminated = transitions
+    moved_action = torch.stack(
+        [new_action[s][a] for s, a in zip(state.tolist(), action.tolist(), strict=True)]
+    )
+    permuted.update(new_state[state], moved_action, reward, new_state[next_state], terminated)
+    new_ptr = permuted.action_ptr
+    new_pair = torch.cat([new_ptr[new_state[s]] + new_action[s] for s in range(S)])  # [SA]
+    return permuted, new_pair
+
+
+def test_relabelling_states_and_actions_relabels_the_output(generator):
+    num_actions = torch.tensor([3, 1, 4, 2, 2, 3, 1, 4, 2])
+    transitions = random_transitions(generator, num_actions, 30)
+    counts = Counts.empty(num_actions)
+    counts.update(*transitions)
+    assert (counts.sa_count == 0).any()  # some pairs without data
+    permuted, new_pair = permuted_counts(counts, transitions, generator)
+    assert not torch.equal(new_pair, torch.arange(new_pair.numel()))
+    net = network().eval()
+    dense_net = DensePolicyNetwork(net)
+    data, data_p = observation_graph(counts, 0.9), observation_graph(permuted, 0.9)
+    for model in (net, dense_net.forward_graph):
+        logits, logits_p = model(data), model(data_p)
+        torch.testing.assert_close(logits_p[new_pair], logits, atol=ATOL, rtol=0)
+    torch.testing.assert_close(net.policy(data_p)[new_pair], net.policy(data), atol=ATOL, rtol=0)
+
+
+def test_a_graphs_output_does_not_depend_on_its_batch(generator):
+    data = mixed_batch(generator)
+    graphs = data.to_data_list()
+    net = network().eval()
+    dense_net = DensePolicyNetwork(net)
+    together = net(data).split(data[STATE_ACTION].ptr.diff().tolist())
+    dense_together = dense_net.forward_graph(data).split(data[STATE_ACTION].ptr.diff().tolist())
+    reordered = net(Batch.from_data_list([graphs[3], graphs[0]]))
+    for i, graph in enumerate(graphs):
+        alone = net(graph)
+        torch.testing.assert_close(together[i], alone, atol=ATOL, rtol=0)
+        torch.testing.assert_close(dense_together[i], alone, atol=ATOL, rtol=0)
+        torch.testing.assert_close(dense_net.forward_graph(graph), alone, atol=ATOL, rtol=0)
+    n3 = graphs[3][STATE_ACTION].num_nodes
+    torch.testing.assert_close(reordered[:n3], together[3], atol=ATOL, rtol=0)
+    torch.testing.assert_close(reordered[n3:], together[0], atol=ATOL, rtol=0)
+
+
+# ------------------------------------------------------------------ depth
+
+
+def test_depth_is_settable_at_inference(generator):
+    data = mixed_batch(generator)
+    net = network(num_layers=4).eval()
+    dense_net = DensePolicyNetwork(net)
+    shallow, deep = net(data), net(data, num_layers=9)
+    assert not torch.allclose(shallow, deep)
+    net.num_layers = 9
+    torch.testing.assert_close(net(data), deep, atol=0, rtol=0)
+    torch.testing.assert_close(dense_net.forward_graph(data), deep, atol=ATOL, rtol=0)
+    torch.testing.assert_close(dense_net.forward_graph(data, num_layers=4), shallow, atol=ATOL, rtol=0)
+
+
+def converged_network() -> PolicyNetwork:
+    """A network whose block is h ↦ LayerNorm(h): after one sweep the embeddings no longer change."""
+    net = network().eval()
+    with torch.no_grad():
+        for layer in (net.block.update_state_action[-1], net.block.update_state[-1]):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    return net
+
+
+def test_settle_stops_early_on_a_converged_input_and_respects_max_layers(generator):
+    data = mixed_batch(generator)
+    net = converged_network()
+    logits, used = net.settle(data, min_layers=3, max_layers=50)
+    assert used == 4  # first comparison possible after min_layers + 1 sweeps
+    torch.testing.assert_close(logits, net(data, num_layers=used), atol=0, rtol=0)
+
+    net = network().eval()  # an untrained block that has not converged after 5 sweeps
+    logits, used = net.settle(data, min_layers=2, max_layers=5, tol=0.0)
+    assert used == 5
+    torch.testing.assert_close(logits, net(data, num_layers=5), atol=0, rtol=0)
+    _, used = net.settle(data, min_layers=8, max_layers=5)
+    assert used == 5
+
+
+def test_settle_stops_on_a_converged_input_with_confident_logits(generator):
+    data = mixed_batch(generator)
+    net = converged_network()
+    with torch.no_grad():
+        net.head[-1].weight.mul_(1e4)  # logit gaps of hundreds: some probabilities underflow to 0
+    _, used = net.settle(data, min_layers=3, max_layers=50)
+    assert used == 4
