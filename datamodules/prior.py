@@ -95,7 +95,9 @@ class PriorDataModule(LightningDataModule):
         val_mdps: number of prior MDPs in the validation set.
         val_benchmarks: reference benchmarks in the validation set (names of ``REFERENCE_BENCHMARKS``).
         val_episodes: dataset sizes, in episodes of uniformly random play, given for each benchmark.
-        val_batch_size: graphs per validation batch.
+        val_batch_size: graphs per validation (and test) batch.
+        test_mdps: number of prior MDPs in the test set (``rlfm test``), drawn apart from the validation
+            set; the test set has the same benchmarks and dataset sizes.
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class PriorDataModule(LightningDataModule):
         val_benchmarks: tuple[str, ...] = tuple(REFERENCE_BENCHMARKS),
         val_episodes: tuple[int, ...] = (1, 3, 10, 30, 100),
         val_batch_size: int = 64,
+        test_mdps: int = 512,
     ) -> None:
         super().__init__()
         unknown = set(val_benchmarks) - set(REFERENCE_BENCHMARKS)
@@ -125,26 +128,35 @@ class PriorDataModule(LightningDataModule):
         self.val_benchmarks = tuple(val_benchmarks)
         self.val_episodes = tuple(val_episodes)
         self.val_batch_size = val_batch_size
+        self.test_mdps = test_mdps
         self.train_stream = PriorStream(self.sampler, batch_size, batches_per_epoch, seed)
         self.val_set: list[tuple[HeteroData, HeteroData]] | None = None
+        self.test_set: list[tuple[HeteroData, HeteroData]] | None = None
 
     @property
     def val_sources(self) -> list[str]:
         """Names under which validation metrics are reported: ``prior`` and each benchmark."""
-        return (["prior"] if self.val_mdps else []) + list(self.val_benchmarks)
+        return ["prior", *self.val_benchmarks]
 
     def setup(self, stage: str | None = None) -> None:
         if self.trainer is not None:
             self.train_stream.rank = self.trainer.global_rank
-        if self.val_set is None:
+        if stage in (None, "fit", "validate") and self.val_set is None:
             self.val_set = self.validation_set()
+        if stage == "test" and self.test_set is None:
+            self.test_set = self.validation_set(num_mdps=self.test_mdps, split=-2)
 
-    def validation_set(self) -> list[tuple[HeteroData, HeteroData]]:
-        """(observation graph, true MDP graph) pairs; the same on every rank and every run with this seed."""
-        generator = torch.Generator().manual_seed(stream_seed(self.seed, -1, 0))
+    def validation_set(
+        self, num_mdps: int | None = None, split: int = -1
+    ) -> list[tuple[HeteroData, HeteroData]]:
+        """(observation graph, true MDP graph) pairs; the same on every rank and every run with this seed.
+
+        ``split`` keys the generator apart from the training stream (-1: validation, -2: test)."""
+        num_mdps = self.val_mdps if num_mdps is None else num_mdps
+        generator = torch.Generator().manual_seed(stream_seed(self.seed, split, 0))
         pairs = []
-        if self.val_mdps:
-            mdps = self.sampler.sample_mdps(self.val_mdps, generator)
+        if num_mdps:
+            mdps = self.sampler.sample_mdps(num_mdps, generator)
             pairs += with_truth(self.sampler.examples_for(mdps, generator), mdps, source="prior")
         for name in self.val_benchmarks:
             mdp = REFERENCE_BENCHMARKS[name]()
@@ -181,3 +193,8 @@ class PriorDataModule(LightningDataModule):
         if self.val_set is None:
             self.val_set = self.validation_set()
         return DataLoader(self.val_set, batch_size=self.val_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        if self.test_set is None:
+            self.test_set = self.validation_set(num_mdps=self.test_mdps, split=-2)
+        return DataLoader(self.test_set, batch_size=self.val_batch_size, shuffle=False)

@@ -70,6 +70,7 @@ class PolicyLearner(LightningModule):
         self.save_hyperparameters()
         self.network = PolicyNetwork(width=width, heads=heads, num_layers=eval_layers, dropout=dropout)
         self.val_metrics = nn.ModuleDict()
+        self.test_metrics = nn.ModuleDict()
         self._depth = random.Random(0)
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
@@ -92,15 +93,23 @@ class PolicyLearner(LightningModule):
     def on_train_start(self) -> None:
         self._depth = random.Random(self.trainer.global_rank * 7919 + self.global_step)
 
-    # ------------------------------------------------------------------ validation
+    # ------------------------------------------------------------------ validation and test
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         sources = getattr(datamodule, "val_sources", ["prior"])
-        for source in sources:
-            if source not in self.val_metrics:
-                self.val_metrics[source] = nn.ModuleDict({name: MeanMetric() for name in METRICS})
+        for metrics in (self.val_metrics, self.test_metrics):
+            for source in sources:
+                if source not in metrics:
+                    metrics[source] = nn.ModuleDict({name: MeanMetric() for name in METRICS})
 
     def validation_step(self, batch: tuple[HeteroData, HeteroData], batch_index: int) -> None:
+        self._evaluation_step(batch, self.val_metrics)
+
+    def test_step(self, batch: tuple[HeteroData, HeteroData], batch_index: int) -> None:
+        self._evaluation_step(batch, self.test_metrics)
+
+    def _evaluation_step(self, batch: tuple[HeteroData, HeteroData], metrics: nn.ModuleDict) -> None:
+        """Update each source's metrics: loss, KL, agreement and the exact normalised value of the greedy policy."""
         data, truth = batch
         logits = self.network(data, self.hparams.eval_layers)
         losses = policy_losses(data, logits)
@@ -114,7 +123,7 @@ class PolicyLearner(LightningModule):
         for source in set(sources):
             mask = torch.tensor([s == source for s in sources], device=logits.device)
             for name, value in per_graph.items():
-                self.val_metrics[source][name].update(value[mask].float())
+                metrics[source][name].update(value[mask].float())
 
     @staticmethod
     def normalized_values(data: HeteroData, truth: HeteroData, logits: Tensor) -> Tensor:
@@ -125,23 +134,32 @@ class PolicyLearner(LightningModule):
         return (value - uniform) / (optimal - uniform).clamp(min=1e-12)
 
     def on_validation_epoch_end(self) -> None:
+        summary = self._log_summary(self.val_metrics, "val")
+        if summary:
+            self._log_figures(summary)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_summary(self.test_metrics, "test")
+
+    def _log_summary(self, metrics: nn.ModuleDict, stage: str) -> dict[str, dict[str, float]]:
+        """Log ``{stage}/{metric}/{source}``, ``{stage}/loss`` (mean over sources) and
+        ``{stage}/normalized_value`` (mean over the benchmarks); reset the metrics."""
         summary: dict[str, dict[str, float]] = {}
-        for source, metrics in self.val_metrics.items():
-            if not metrics["loss"].update_called:
+        for source, source_metrics in metrics.items():
+            if not source_metrics["loss"].update_called:
                 continue
             summary[source] = {}
-            for name, metric in metrics.items():
+            for name, metric in source_metrics.items():
                 value = metric.compute()
                 summary[source][name] = float(value)
-                self.log(f"val/{name}/{source}", value)
+                self.log(f"{stage}/{name}/{source}", value)
                 metric.reset()
-        if not summary:
-            return
-        self.log("val/loss", sum(s["loss"] for s in summary.values()) / len(summary), prog_bar=True)
-        benchmark = [s["normalized_value"] for name, s in summary.items() if name != "prior"]
-        if benchmark:
-            self.log("val/normalized_value", sum(benchmark) / len(benchmark), prog_bar=True)
-        self._log_figures(summary)
+        if summary:
+            self.log(f"{stage}/loss", sum(s["loss"] for s in summary.values()) / len(summary), prog_bar=True)
+            benchmark = [s["normalized_value"] for name, s in summary.items() if name != "prior"]
+            if benchmark:
+                self.log(f"{stage}/normalized_value", sum(benchmark) / len(benchmark), prog_bar=True)
+        return summary
 
     def _log_figures(self, summary: dict[str, dict[str, float]]) -> None:
         if not isinstance(self.logger, TensorBoardLogger) or not self.trainer.is_global_zero:

@@ -141,3 +141,18 @@ def test_ddp_two_processes_see_different_mdps(tmp_path):
     assert all(r["world_size"] == 2 and len(r["seen"]) == 3 for r in ranks)
     seen = [{f for step in r["seen"] for f in step["fingerprints"]} for r in ranks]
     assert seen[0].isdisjoint(seen[1])
+
+
+def test_cli_validate_and_test_report_per_benchmark_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TINY])
+    checkpoint = str(tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt")
+    main(["validate", "--config", TINY, "--ckpt_path", checkpoint])
+    main(["test", "--config", TINY, "--ckpt_path", checkpoint, "--data.test_mdps", "3"])
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_2"))
+    events.Reload()
+    assert {"test/normalized_value/frozenlake_4x4_slip02", "test/loss/prior", "test/normalized_value"} <= set(
+        events.Tags()["scalars"]
+    )

@@ -1,0 +1,95 @@
+r"""The rlfm in-context agent: a pretrained network reads the counts and returns a policy; nothing trains.
+
+Before each episode the agent turns each run's counts into an observation graph and runs the network
+once on the batch of them. Online it acts by sampling
+
+.. math::
+    a \sim \pi_\theta(\cdot \mid s, \mathcal{D})^{1/T},
+
+which, for a network trained to predict P(a is optimal | data) under its prior, is close to posterior
+(Thompson) sampling of the optimal action: that is where its exploration comes from. Its greedy policy,
+scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Generator, Tensor
+from torch_geometric.data import Batch
+
+from rlfm.agents.base import ActionLayout, Agent
+from rlfm.counts import Counts
+from rlfm.graph import observation_graphs
+from rlfm.network import PolicyNetwork
+from rlfm.pretrained import load_network
+
+
+class InContextAgent(Agent):
+    """Acts with a pretrained :class:`~rlfm.network.PolicyNetwork`; no weights change at use time.
+
+    Args:
+        checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
+        network: an already loaded network (instead of ``checkpoint``).
+        temperature: T dividing the logits before sampling actions (1: the learned posterior).
+        num_layers: tied sweeps per forward pass; None unrolls until the policy settles (at least the
+            network's default, at most ``max_layers``), which lets values travel along long paths.
+        max_layers: the cap of adaptive unrolling.
+        device: where the network runs (default: CPU).
+    """
+
+    name: ClassVar[str] = "rlfm"
+    vectorized: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        checkpoint: str | Path | None = None,
+        network: PolicyNetwork | None = None,
+        temperature: float = 1.0,
+        num_layers: int | None = None,
+        max_layers: int = 256,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.network = (network if network is not None else load_network(checkpoint)).to(self.device).eval()
+        self.temperature = temperature
+        self.num_layers = num_layers
+        self.max_layers = max_layers
+        self.layers_used: list[int] = []
+
+    def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
+        self.layout = ActionLayout(num_actions)
+        self.gamma, self.runs, self.generator = float(gamma), runs, generator
+        self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)  # no data: uniform
+        self.layers_used = []
+
+    @torch.no_grad()
+    def plan(self, counts: list[Counts]) -> None:
+        batch = Batch.from_data_list(observation_graphs(counts, [self.gamma] * len(counts))).to(self.device)
+        if self.num_layers is None:
+            logits, layers = self.network.settle(batch, max_layers=self.max_layers)
+        else:
+            logits, layers = self.network(batch, self.num_layers), self.num_layers
+        self.layers_used.append(layers)
+        self.logits = logits.double().cpu().view(len(counts), self.layout.num_pairs)
+
+    def act(self, states: Tensor) -> Tensor:
+        scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
+        rows = scaled[torch.arange(states.numel()), states]  # [R, A_max]
+        probs = torch.softmax(rows, dim=-1)
+        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+
+    def greedy_policy(self) -> Tensor:
+        return self.layout.one_hot(self.layout.greedy_actions(self.logits, torch.zeros_like(self.logits)))
+
+    def hyperparameters(self) -> dict[str, Any]:
+        return {
+            "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
+            "temperature": self.temperature,
+            "num_layers": self.num_layers if self.num_layers is not None else f"settle<= {self.max_layers}",
+        }

@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from rlfm.agents import make_agent
+from rlfm.agents.incontext import InContextAgent
+from rlfm.benchmarks.reference import gridworld
+from rlfm.counts import Counts
+from rlfm.mdp import TabularMDP
+from rlfm.network import PolicyNetwork
+from rlfm.pretrained import PACKAGED_CHECKPOINT
+
+
+def small_agent(**kwargs) -> InContextAgent:
+    torch.manual_seed(0)
+    return InContextAgent(network=PolicyNetwork(width=16, heads=2, num_layers=3), **kwargs)
+
+
+def test_policies_respect_each_states_actions():
+    P = torch.zeros(3, 3, 3, dtype=torch.float64)
+    P[:, :, 0] = 1.0
+    mdp = TabularMDP.from_dense(P, torch.zeros(3, 3), num_actions=[1, 3, 2])
+    agent = small_agent(num_layers=4)
+    agent.start(mdp.num_actions, mdp.gamma, runs=5, generator=torch.Generator().manual_seed(0))
+    counts = [Counts.empty_like(mdp) for _ in range(5)]
+    counts[1].update(1, 2, 1.0, 0)
+    agent.plan(counts)
+    for state, allowed in ((0, 1), (1, 3), (2, 2)):
+        actions = torch.cat([agent.act(torch.full((5,), state)) for _ in range(40)])
+        assert int(actions.min()) >= 0 and int(actions.max()) < allowed
+    greedy = agent.greedy_policy()
+    assert greedy.shape == (5, 6)
+    blocks = torch.stack([greedy[:, :1].sum(1), greedy[:, 1:4].sum(1), greedy[:, 4:].sum(1)], dim=1)
+    assert torch.equal(blocks, torch.ones(5, 3, dtype=torch.float64))
+    assert agent.layers_used == [4]
+
+
+def test_sampling_follows_the_temperature():
+    mdp = gridworld(3)
+    cold, hot = small_agent(temperature=0.01), small_agent(temperature=100.0)
+    for agent in (cold, hot):
+        agent.start(mdp.num_actions, mdp.gamma, runs=1, generator=torch.Generator().manual_seed(1))
+        agent.plan([Counts.empty_like(mdp)])
+    logits = torch.zeros(400, 36, dtype=torch.float64)
+    logits[:, 2] = 1.0  # state 0 prefers "left"
+    cold.logits, hot.logits = logits, logits
+    states = torch.zeros(400, dtype=torch.long)
+    assert set(cold.act(states).tolist()) == {2}  # nearly greedy
+    assert set(hot.act(states).tolist()) == {0, 1, 2, 3}  # nearly uniform
+    with pytest.raises(ValueError, match="temperature"):
+        small_agent(temperature=0.0)
+
+
+def test_adaptive_depth_is_used_by_default():
+    mdp = gridworld(3)
+    agent = small_agent(max_layers=7)
+    agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(0))
+    agent.plan([Counts.empty_like(mdp), Counts.empty_like(mdp)])
+    assert 3 <= agent.layers_used[0] <= 7
+
+
+@pytest.mark.skipif(not PACKAGED_CHECKPOINT.exists(), reason="no packaged checkpoint in this checkout")
+def test_packaged_network_loads_by_name():
+    agent = make_agent("rlfm")
+    assert isinstance(agent, InContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
