@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import warnings
 from collections.abc import Callable, Iterator
 
 import torch
@@ -15,6 +16,10 @@ from rlfm.benchmarks.reference import frozenlake_style, gridworld
 from rlfm.examples import ExampleSampler, with_truth
 from rlfm.experience import ExperienceConfig
 from rlfm.mdp import TabularMDP
+
+# Lightning warns that __len__ of an IterableDataset may be wrong with several workers; PriorStream splits
+# its batches between workers itself, so its length is exact.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 REFERENCE_BENCHMARKS: dict[str, Callable[[], TabularMDP]] = {
     "gridworld_3x3": lambda: gridworld(3),

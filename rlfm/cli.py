@@ -5,13 +5,18 @@
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
 - ``rlfm speed prior | model``: data and model throughput benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
+- ``rlfm summary RUN_DIR``: a run's last validation and test numbers, read from its TensorBoard events.
 """
 
 from __future__ import annotations
 
 import sys
+import warnings
 
 from lightning.pytorch.cli import LightningCLI
+
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, and not ours to fix.
+warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
@@ -51,9 +56,13 @@ def main(args: list[str] | None = None) -> int | None:
         from rlfm.pretrained import export_main
 
         return export_main(argv[1:])
+    if command == "summary":
+        from rlfm.summary import summary_main
+
+        return summary_main(argv[1:])
     if command and command not in LIGHTNING_COMMANDS and not command.startswith("-"):
         print(
-            f"rlfm: unknown command {command!r}; use fit, validate, test, benchmark, speed or export",
+            f"rlfm: unknown command {command!r}; use fit, validate, test, benchmark, speed, export or summary",
             file=sys.stderr,
         )
         return 2

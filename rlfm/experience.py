@@ -110,9 +110,7 @@ class _Union:
 
     def successor(self, sa: Tensor, generator: Generator) -> Tensor:
         """Draw s' ~ P(. | sa) for each entry of ``sa``."""
-        return self.edge_next[
-            draw_in_blocks(self.edge_cumsum, self.edge_lo[sa], self.edge_hi[sa], generator)
-        ]
+        return self.edge_next[draw_in_blocks(self.edge_cumsum, self.edge_lo[sa], self.edge_hi[sa], generator)]
 
     def start_state(self, graph: Tensor, generator: Generator) -> Tensor:
         """Draw s0 from the start distribution of each entry's MDP."""

@@ -13,7 +13,9 @@ from typing import Any
 
 import torch
 
-from rlfm.network import PolicyNetwork
+from rlfm.counts import Counts
+from rlfm.graph import observation_graph
+from rlfm.network import PolicyNetwork, group_softmax
 
 PACKAGED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "rlfm-default.pt"
 FORMAT = "rlfm-network-v1"
@@ -79,3 +81,30 @@ def export_main(argv: list[str] | None = None) -> int:
     path = export(args.checkpoint, args.out, args.note)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
+
+
+_cache: dict[str, PolicyNetwork] = {}
+
+
+@torch.no_grad()
+def predict_policy(
+    counts: Counts, gamma: float, network: PolicyNetwork | None = None, num_layers: int | None = None
+) -> torch.Tensor:
+    """π(a | s, data) (SA,) for one MDP's observed ``counts``, in one forward pass, no training.
+
+    Args:
+        counts: what has been observed (:class:`~rlfm.counts.Counts`).
+        gamma: the discount of the task.
+        network: the network to use (default: the pretrained one shipped with rlfm, loaded once).
+        num_layers: tied sweeps (default: unroll until the policy settles).
+    """
+    if network is None:
+        if "packaged" not in _cache:
+            _cache["packaged"] = load_network()
+        network = _cache["packaged"]
+    data = observation_graph(counts, gamma)
+    if num_layers is None:
+        logits, _ = network.settle(data)
+    else:
+        logits = network(data, num_layers)
+    return group_softmax(logits, data)

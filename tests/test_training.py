@@ -64,6 +64,10 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
     scalars = events.Tags()["scalars"]
     assert "train/loss" in scalars and "val/normalized_value/gridworld_5x5" in scalars
     assert {"val/normalized_value_by_source", "val/gridworld_policy"} <= set(events.Tags()["images"])
+    assert main(["summary", str(run), "--json", str(tmp_path / "summary.json")]) == 0
+    assert (
+        "val/normalized_value/gridworld_3x3" in json.loads((tmp_path / "summary.json").read_text())["scalars"]
+    )
 
 
 def test_checkpoint_round_trip(tmp_path):

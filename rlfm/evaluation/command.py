@@ -1,0 +1,331 @@
+"""``rlfm benchmark``: run the online or offline protocol on a suite of MDPs and write the results.
+
+>>> benchmark_main(["--mode", "online", "--suite", "reference", "--agents", "ucbvi,qlearning",
+...                 "--seeds", "12", "--out", "runs/online"])  # doctest: +SKIP
+
+DIR receives ``results.json`` (metadata and a list ``results``), ``table.md`` and PNG plots. Each classical
+baseline runs its whole hyperparameter grid (``--no-grid``: its default setting only) and is reported at
+its best setting by the protocol's headline metric; every setting's summary is kept in the record's
+``grid``. All seeds (and, for vectorised agents, all grid settings) of an (MDP, agent) pair run as one
+batch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import platform
+import shlex
+import sys
+import time
+import zlib
+from datetime import UTC, datetime
+from importlib import metadata as importlib_metadata
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rlfm.agents import AGENT_NAMES, agent_class, agent_names, make_agent
+from rlfm.benchmarks import SUITES, get_benchmark
+from rlfm.evaluation.offline import BEHAVIOURS, DEFAULT_SIZES, OfflineConfig, collect_datasets, run_offline
+from rlfm.evaluation.online import OnlineConfig, OnlineRun, run_online
+from rlfm.evaluation.report import (
+    markdown_table,
+    offline_records,
+    online_record,
+    plot_offline,
+    plot_online,
+    write_json,
+)
+from rlfm.evaluation.simulate import Scorer
+from rlfm.mdp import TabularMDP
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlfm benchmark",
+        description="Evaluate agents on benchmark MDPs with exact policy evaluation (DESIGN §4).",
+    )
+    parser.add_argument("--mode", choices=("online", "offline"), default="online")
+    parser.add_argument(
+        "--suite", choices=sorted(SUITES), default=None, help="benchmark suite (default: reference)"
+    )
+    parser.add_argument("--envs", default=None, help="comma-separated subset of the suite's benchmarks")
+    parser.add_argument(
+        "--mdp",
+        nargs="+",
+        default=[],
+        metavar="FILE.npz",
+        help="your own MDPs: P (S,A,S), R (S,A), [gamma, start, terminal]",
+    )
+    parser.add_argument(
+        "--agents",
+        default=None,
+        help=f"comma-separated, from {', '.join(AGENT_NAMES)} (default: every classical one of the mode)",
+    )
+    parser.add_argument("--seeds", type=int, default=12)
+    parser.add_argument("--seed", type=int, default=0, help="base random seed")
+    parser.add_argument("--checkpoint", default=None, help="passed to the rlfm agent as checkpoint=")
+    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument(
+        "--grid", action=argparse.BooleanOptionalAction, default=True, help="tune baselines on their grids"
+    )
+    parser.add_argument(
+        "--episodes", type=int, default=1500, help="online: episodes per run (cap and regret budget)"
+    )
+    parser.add_argument("--horizon", type=int, default=50, help="steps per episode")
+    parser.add_argument("--threshold", type=float, default=0.95, help="online: convergence score")
+    parser.add_argument("--window", type=int, default=8, help="online: consecutive episodes at the threshold")
+    parser.add_argument(
+        "--behaviour", choices=BEHAVIOURS, default="uniform", help="offline: behaviour policy"
+    )
+    parser.add_argument(
+        "--epsilon", type=float, default=0.3, help="offline: ε of the epsilon_greedy behaviour"
+    )
+    parser.add_argument(
+        "--sizes",
+        default=",".join(str(s) for s in DEFAULT_SIZES),
+        help="offline: comma-separated dataset sizes",
+    )
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch CPU threads (small sparse ops: 1 is fastest)"
+    )
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar"
+    )
+    return parser
+
+
+def benchmark_main(argv: list[str] | None = None) -> int:
+    """Entry point of ``rlfm benchmark``; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        mdps = _load_mdps(args)
+        agents = _agent_list(args)
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+        parser.error(str(error.args[0] if isinstance(error, KeyError) else error))
+    if args.seeds < 1:
+        parser.error("--seeds must be at least 1")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        _run(argv, args, mdps, agents)
+    finally:
+        torch.set_num_threads(threads)
+    return 0
+
+
+def _run(argv: list[str], args: argparse.Namespace, mdps: list[TabularMDP], agents: list[str]) -> None:
+    """Run the protocol and write DIR's files."""
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    if args.mode == "online":
+        config: OnlineConfig | OfflineConfig = OnlineConfig(
+            args.episodes, args.horizon, args.threshold, args.window
+        )
+        records = _online(mdps, agents, args, config)
+    else:
+        sizes = tuple(sorted({int(s) for s in args.sizes.split(",") if s.strip()}))
+        config = OfflineConfig(
+            sizes=sizes, behaviour=args.behaviour, epsilon=args.epsilon, horizon=args.horizon
+        )
+        records = _offline(mdps, agents, args, config)
+    meta = _metadata(argv, args, config, mdps, time.perf_counter() - started)
+    write_json(args.out / "results.json", meta, records)
+    (args.out / "table.md").write_text(markdown_table(args.mode, records, meta))
+    if args.mode == "online":
+        plot_online(records, args.out / "online_curves.png")
+    else:
+        plot_offline(records, args.out / "offline_values.png")
+    print(markdown_table(args.mode, records, meta))
+    print(f"wrote {args.out / 'results.json'} in {meta['wall_time_s']:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------- set-up
+def _load_mdps(args: argparse.Namespace) -> list[TabularMDP]:
+    names: list[str] = []
+    if args.suite is not None or not args.mdp:
+        names = list(SUITES[args.suite or "reference"])
+    if args.envs:
+        wanted = [n.strip() for n in args.envs.split(",") if n.strip()]
+        names = [get_benchmark(n).name for n in wanted]  # raises on unknown names
+    mdps = [get_benchmark(name) for name in names]
+    mdps += [TabularMDP.from_npz(path) for path in args.mdp]
+    return mdps
+
+
+def _agent_list(args: argparse.Namespace) -> list[str]:
+    names = (
+        [n.strip() for n in args.agents.split(",") if n.strip()] if args.agents else agent_names(args.mode)
+    )
+    for name in names:
+        cls = agent_class(name)  # raises a clear error for unknown names or a missing rlfm agent
+        if args.mode not in cls.modes:
+            raise ValueError(f"agent {name!r} does not take part in the {args.mode} protocol")
+        make_agent(name, **_settings(name, False)[0], **_extra(name, args))  # fail now, not after hours
+    return names
+
+
+def _settings(name: str, use_grid: bool) -> list[dict[str, Any]]:
+    """The hyperparameter settings to run: the grid's product (with the defaults filled in) or the defaults."""
+    cls = agent_class(name)
+    grid, defaults = cls.grid, dict(cls.defaults)
+    if not use_grid or not grid:
+        return [defaults]
+    keys = list(grid)
+    return [
+        {**defaults, **dict(zip(keys, values, strict=True))} for values in itertools.product(*grid.values())
+    ]
+
+
+def _batches(
+    name: str, settings: list[dict[str, Any]], seeds: int, extra: dict[str, Any]
+) -> list[tuple[Any, int]]:
+    """(agent, settings in it) pairs: one agent for the whole grid when it takes per-run hyperparameters."""
+    cls = agent_class(name)
+    if cls.vectorized and len(settings) > 1:
+        per_run = {k: [s[k] for s in settings for _ in range(seeds)] for k in settings[0]}
+        return [(make_agent(name, **per_run, **extra), len(settings))]
+    return [(make_agent(name, **s, **extra), 1) for s in settings]
+
+
+def _generator(seed: int, *labels: str) -> torch.Generator:
+    """A generator fixed by the base seed and the labels (so one agent's results do not depend on others)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + zlib.crc32("/".join(labels).encode()))
+
+
+def _progress(total: int, enabled: bool, unit: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit=unit, dynamic_ncols=True)
+
+
+def _batch_count(name: str, use_grid: bool) -> int:
+    """How many agents :func:`_batches` builds for ``name``."""
+    return 1 if agent_class(name).vectorized else len(_settings(name, use_grid))
+
+
+def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
+    return {"checkpoint": args.checkpoint} if name in ("rlfm",) and args.checkpoint is not None else {}
+
+
+# ------------------------------------------------------------------------------------------ protocols
+def _online(
+    mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OnlineConfig
+) -> list[dict]:
+    plan = [(mdp, name, _settings(name, args.grid)) for mdp in mdps for name in agents]
+    total = sum(config.episodes * _batch_count(name, args.grid) for _, name, _ in plan)
+    bar = _progress(total, args.progress, "episode")
+    records = []
+    scorers: dict[str, Scorer] = {}
+    for mdp, name, settings in plan:
+        bar.set_description(f"{mdp.name} / {name}")
+        scorer = scorers.setdefault(mdp.name, Scorer(mdp, config.horizon))
+        started = time.perf_counter()
+        results: list[tuple[dict[str, Any], OnlineRun]] = []
+        done = 0
+        for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
+            generator = _generator(args.seed, "online", mdp.name, name, str(done))
+            run = run_online(mdp, agent, count * args.seeds, config, generator, scorer, bar)
+            for k in range(count):
+                hp = (
+                    {**agent.hyperparameters(), **settings[done + k]}
+                    if count > 1
+                    else agent.hyperparameters()
+                )
+                results.append((hp, run.select(slice(k * args.seeds, (k + 1) * args.seeds))))
+            done += count
+        records.append(online_record(mdp.name, name, results, config, time.perf_counter() - started))
+    bar.close()
+    return records
+
+
+def _offline(
+    mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OfflineConfig
+) -> list[dict]:
+    total = len(mdps) * len(config.sizes) * sum(_batch_count(name, args.grid) for name in agents)
+    bar = _progress(total, args.progress, "plan")
+    records: list[dict] = []
+    for mdp in mdps:
+        datasets = collect_datasets(
+            mdp, args.seeds, config, _generator(args.seed, "offline", mdp.name, config.behaviour)
+        )
+        scorer = Scorer(mdp, config.horizon)
+        for name in agents:
+            bar.set_description(f"{mdp.name} / {name}")
+            settings = _settings(name, args.grid)
+            started = time.perf_counter()
+            results: list[tuple[dict[str, Any], torch.Tensor]] = []
+            done = 0
+            for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
+                generator = _generator(args.seed, "offline-agent", mdp.name, name, str(done))
+                values = run_offline(mdp, agent, datasets, generator, scorer, repeats=count, progress=bar)
+                for k in range(count):
+                    hp = (
+                        {**agent.hyperparameters(), **settings[done + k]}
+                        if count > 1
+                        else agent.hyperparameters()
+                    )
+                    results.append((hp, values[:, k * args.seeds : (k + 1) * args.seeds]))
+                done += count
+            records += offline_records(
+                mdp.name, name, results, config.sizes, config.behaviour, time.perf_counter() - started
+            )
+    bar.close()
+    return records
+
+
+# ------------------------------------------------------------------------------------------- metadata
+def _version(package: str) -> str | None:
+    try:
+        return importlib_metadata.version(package)
+    except importlib_metadata.PackageNotFoundError:
+        return None
+
+
+def _metadata(
+    argv: list[str],
+    args: argparse.Namespace,
+    config: OnlineConfig | OfflineConfig,
+    mdps: list[TabularMDP],
+    wall: float,
+) -> dict[str, Any]:
+    protocol = dict(vars(config))
+    if isinstance(config, OfflineConfig):
+        protocol["behaviour_epsilon"] = config.behaviour_epsilon
+    return {
+        "command": "rlfm benchmark " + shlex.join(argv),
+        "mode": args.mode,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "node": platform.node(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            **{
+                p: _version(p)
+                for p in ("rlfm", "torch", "torch_geometric", "gymnasium", "numpy", "matplotlib")
+            },
+        },
+        "protocol": protocol,
+        "seeds": args.seeds,
+        "seed": args.seed,
+        "grid": args.grid,
+        "envs": [
+            {"name": m.name, "states": m.num_states, "state_actions": m.num_state_actions, "gamma": m.gamma}
+            for m in mdps
+        ],
+        "wall_time_s": round(wall, 2),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(benchmark_main())

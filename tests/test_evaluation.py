@@ -1,0 +1,233 @@
+import json
+import math
+
+import pytest
+import torch
+
+from rlfm.agents.base import ActionLayout, Agent
+from rlfm.benchmarks import get_benchmark
+from rlfm.counts import Counts
+from rlfm.evaluation.command import benchmark_main
+from rlfm.evaluation.offline import OfflineConfig, collect_datasets
+from rlfm.evaluation.online import OnlineConfig, episodes_to_converge, run_online
+from rlfm.evaluation.report import bootstrap_ci
+from rlfm.evaluation.simulate import Scorer, Simulator
+from rlfm.solve import greedy_policy, normalized_value, value_iteration
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many tiny tensor ops: one thread avoids contention on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class OracleAgent(Agent):
+    """Knows the optimal policy (test helper only); records the counts it is given."""
+
+    name = "oracle"
+
+    def __init__(self, mdp):
+        q = value_iteration(mdp)[0]
+        self.policy = greedy_policy(q, mdp.sa_state, mdp.num_states)
+        self.actions = mdp.sa_action[self.policy > 0]
+        self.seen: list[list[Counts]] = []
+
+    def start(self, num_actions, gamma, runs, generator):
+        self.runs = runs
+
+    def plan(self, counts):
+        self.seen.append([c.copy() for c in counts])
+
+    def act(self, states):
+        return self.actions[states]
+
+    def greedy_policy(self):
+        return self.policy.expand(self.runs, -1)
+
+
+# ------------------------------------------------------------------------------- episodes to converge
+def test_episodes_to_converge_on_hand_made_sequences():
+    assert episodes_to_converge([0.9] + [0.96] * 8) == [2]  # 1-based
+    assert episodes_to_converge([0.96] * 8) == [1]
+    assert episodes_to_converge([0.5] * 20) == [None]
+    assert episodes_to_converge([0.96] * 7) == [None]  # too short for a run of 8
+    dip = [0.96] * 5 + [0.5] + [0.96] * 8
+    assert episodes_to_converge(dip) == [7]  # the dip restarts the run
+    assert episodes_to_converge([0.95] * 8) == [1]  # the threshold itself counts
+    late_dip = [0.96] * 8 + [0.1] * 3
+    assert episodes_to_converge(late_dip) == [1]  # later dips do not matter
+    rows = torch.tensor([[0.0] * 10, [0.0, 0.0] + [1.0] * 8])
+    assert episodes_to_converge(rows) == [None, 3]
+    assert episodes_to_converge([0.9] * 3 + [0.99] * 4, window=4, threshold=0.99) == [4]
+
+
+# ------------------------------------------------------------------------------ simulation and scores
+def test_simulator_samples_the_true_transitions():
+    mdp = get_benchmark("frozenlake_4x4_slip02")
+    simulator = Simulator(mdp, torch.Generator().manual_seed(0))
+    n = 40_000
+    states, actions = torch.full((n,), 14), torch.full((n,), 3)  # right, next to the goal
+    sa, nxt, reward, terminated = simulator.step(states, actions)
+    frequency = torch.bincount(nxt, minlength=16).double() / n
+    P, R, _ = mdp.to_dense()
+    assert torch.allclose(frequency, P[14, 3], atol=0.01)
+    assert (
+        torch.equal(terminated, mdp.terminal[nxt]) and (reward == R[14, 3]).all() and (sa == 14 * 4 + 3).all()
+    )
+    assert (simulator.reset(100) == 0).all()
+
+
+def test_scorer_matches_normalized_value_and_caches():
+    mdp = get_benchmark("gridworld_5x5")
+    scorer = Scorer(mdp)
+    g = torch.Generator().manual_seed(0)
+    raw = torch.rand(3, mdp.num_state_actions, generator=g, dtype=torch.float64)
+    totals = torch.zeros(3, mdp.num_states, dtype=torch.float64).index_add_(1, mdp.sa_state, raw)
+    policies = raw / totals[:, mdp.sa_state]
+    expected = torch.cat([normalized_value(mdp, p) for p in policies])
+    assert torch.allclose(scorer.normalized(policies), expected, atol=1e-10)
+    optimal = greedy_policy(value_iteration(mdp)[0], mdp.sa_state, mdp.num_states)
+    uniform = ActionLayout(mdp.num_actions).uniform(1)
+    assert scorer.normalized(torch.stack([optimal, optimal, uniform[0]])).tolist() == pytest.approx([1, 1, 0])
+    assert len(scorer._cache) == 5
+
+
+def test_finite_horizon_values_match_backward_induction():
+    mdp = get_benchmark("frozenlake_4x4_slip02")
+    P, R, _ = mdp.to_dense()
+    optimal, uniform = torch.zeros(16, dtype=torch.float64), torch.zeros(16, dtype=torch.float64)
+    for _ in range(7):
+        optimal = (R + mdp.gamma * P @ optimal).max(dim=1).values
+        uniform = (R + mdp.gamma * P @ uniform).mean(dim=1)
+    scorer = Scorer(mdp, horizon=7)
+    assert torch.allclose(scorer.optimal_horizon, optimal) and torch.allclose(scorer.uniform_horizon, uniform)
+
+
+# ------------------------------------------------------------------------------------------- online
+def test_online_protocol_regret_and_counts():
+    mdp = get_benchmark("gridworld_3x3")
+    oracle = OracleAgent(mdp)
+    run = run_online(mdp, oracle, 3, OnlineConfig(episodes=4), torch.Generator().manual_seed(0))
+    # the optimal policy in a deterministic MDP collects exactly V*_H: zero regret, score 1 throughout
+    assert run.regret.abs().max() < 1e-9 and (run.scores == 1).all()
+    assert (run.steps == 4).all()  # the goal is 4 steps away and ends the episode
+    assert len(oracle.seen) == 5  # a plan before the first episode and after each one
+    assert [c.num_observed for c in oracle.seen[0]] == [0, 0, 0]
+    last = oracle.seen[-1][0]
+    assert last.num_observed == 16 and last.terminal.tolist() == [False] * 8 + [True]
+    assert episodes_to_converge(run.scores, window=4) == [1, 1, 1]
+
+
+def test_uniform_play_costs_about_one_unit_of_regret_per_episode():
+    from rlfm.agents import make_agent
+
+    mdp = get_benchmark("frozenlake_4x4_slip02")
+    run = run_online(
+        mdp, make_agent("random"), 200, OnlineConfig(episodes=5), torch.Generator().manual_seed(0)
+    )
+    assert float(run.regret.mean()) == pytest.approx(1.0, abs=0.1)
+    assert (run.scores == 0).all()
+
+
+# ------------------------------------------------------------------------------------------ offline
+@pytest.mark.parametrize("behaviour", ["uniform", "epsilon_greedy", "narrow"])
+def test_offline_datasets_are_nested_prefixes(behaviour):
+    mdp = get_benchmark("gridworld_5x5")
+    config = OfflineConfig(sizes=(8, 64, 512), behaviour=behaviour)
+    datasets = collect_datasets(mdp, 3, config, torch.Generator().manual_seed(0))
+    assert [[c.num_observed for c in d] for d in datasets] == [[8] * 3, [64] * 3, [512] * 3]
+    small, large = datasets[1][0], datasets[2][0]
+    assert (small.sa_count <= large.sa_count).all()
+    if behaviour != "uniform":
+        optimal = greedy_policy(value_iteration(mdp)[0], mdp.sa_state, mdp.num_states) > 0
+        share = float(large.sa_count[optimal].sum()) / 512
+        assert share > (0.9 if behaviour == "narrow" else 0.7)
+
+
+def test_narrow_data_covers_less_than_uniform_data():
+    mdp = get_benchmark("gridworld_5x5")
+    covered = {}
+    for behaviour in ("uniform", "narrow"):
+        data = collect_datasets(mdp, 4, OfflineConfig(sizes=(512,), behaviour=behaviour), torch.Generator())
+        covered[behaviour] = sum(int((c.sa_count > 0).sum()) for c in data[0])
+    assert covered["narrow"] < covered["uniform"] / 2
+
+
+# ------------------------------------------------------------------------------------------- report
+def test_bootstrap_intervals():
+    assert bootstrap_ci([2.0, 2.0, 2.0]) == [2.0, 2.0]
+    low, high = bootstrap_ci([float(v) for v in range(100)])
+    assert 40 < low < 49.5 < high < 59
+    assert bootstrap_ci([1.0, math.inf, math.inf], "median") == [1.0, None]
+    assert bootstrap_ci([], "median") == [None, None]
+
+
+# ------------------------------------------------------------------------------------------ command
+def test_online_command_writes_results(tmp_path):
+    out = tmp_path / "online"
+    args = ["--mode", "online", "--suite", "reference", "--envs", "gridworld_3x3", "--agents", "ucbvi,random"]
+    assert (
+        benchmark_main([*args, "--seeds", "2", "--episodes", "12", "--out", str(out), "--no-progress"]) == 0
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert results["mode"] == "online" and results["command"].startswith("rlfm benchmark --mode online")
+    for key in ("date", "machine", "versions", "protocol"):
+        assert key in results
+    assert [(r["env"], r["agent"]) for r in results["results"]] == [
+        ("gridworld_3x3", "ucbvi"),
+        ("gridworld_3x3", "random"),
+    ]
+    for record in results["results"]:
+        assert record["episodes_to_converge"] is None or isinstance(record["episodes_to_converge"], float)
+        assert isinstance(record["converged_seeds"], int) and record["seeds"] == 2
+        assert isinstance(record["cumulative_regret"], float) and len(record["cumulative_regret_ci"]) == 2
+        assert len(record["learning_curve"]["mean"]) == 12 and isinstance(record["hyperparameters"], dict)
+    ucbvi, random = results["results"]
+    assert len(ucbvi["grid"]) == 5 and ucbvi["hyperparameters"]["c"] in (0.01, 0.03, 0.1, 0.3, 1.0)
+    assert random["converged_seeds"] == 0 and random["episodes_to_converge"] is None
+    assert (out / "table.md").read_text().startswith("# rlfm benchmark — online")
+    assert (out / "online_curves.png").stat().st_size > 0
+
+
+def test_offline_command_with_a_users_mdp(tmp_path):
+    path = tmp_path / "mine.npz"
+    get_benchmark("gridworld_3x3").save_npz(path)
+    out = tmp_path / "offline"
+    argv = [
+        "--mode",
+        "offline",
+        "--mdp",
+        str(path),
+        "--agents",
+        "ce,vi_lcb",
+        "--seeds",
+        "2",
+        "--sizes",
+        "16,8",
+    ]
+    assert benchmark_main([*argv, "--no-grid", "--out", str(out), "--no-progress"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    records = results["results"]
+    assert [(r["env"], r["agent"], r["dataset_size"]) for r in records] == [
+        ("mine", "ce", 8),
+        ("mine", "ce", 16),
+        ("mine", "vi_lcb", 8),
+        ("mine", "vi_lcb", 16),
+    ]
+    for r in records:
+        assert isinstance(r["normalized_value_mean"], float) and isinstance(r["normalized_value_std"], float)
+        assert r["seeds"] == 2 and r["behaviour"] == "uniform"
+    assert records[2]["hyperparameters"] == {"c": 0.1}  # --no-grid: the default
+    assert (out / "offline_values.png").stat().st_size > 0
+
+
+def test_command_rejects_bad_requests(tmp_path):
+    with pytest.raises(SystemExit):
+        benchmark_main(["--mode", "offline", "--agents", "qlearning", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        benchmark_main(["--agents", "dqn", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        benchmark_main(["--mdp", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])
