@@ -46,11 +46,31 @@ class PolicyNetwork(nn.Module):
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) after ``num_layers`` sweeps (default: ``self.num_layers``)."""
         K = self.num_layers if num_layers is None else num_layers
+        return self.unroll(data, K, first=K)[-1]
+
+    def unroll(
+        self, data: HeteroData, num_layers: int, first: int = 1, no_grad_layers: int = 0
+    ) -> list[Tensor]:
+        """Policy logits (SA,) after each sweep k = ``first`` .. ``num_layers`` (the head is cheap).
+
+        The first ``no_grad_layers`` sweeps run without gradient: training from a long unroll's state at
+        the cost of a forward pass (truncated backpropagation through the tied iteration)."""
+        if not 1 <= first <= num_layers or not 0 <= no_grad_layers < first:
+            raise ValueError(
+                f"need 0 <= no_grad_layers < first <= num_layers, got {no_grad_layers}, {first}, {num_layers}"
+            )
         inputs = self._inputs(data)
         h_state, h_sa = inputs["x_state"], inputs["x_sa"]
-        for _ in range(K):
+        if no_grad_layers:
+            with torch.no_grad():
+                for _ in range(no_grad_layers):
+                    h_state, h_sa = self.block(h_state, h_sa, **inputs)
+        logits = []
+        for k in range(no_grad_layers + 1, num_layers + 1):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
-        return self._logits(h_state, h_sa, inputs["sa_state"])
+            if k >= first:
+                logits.append(self._logits(h_state, h_sa, inputs["sa_state"]))
+        return logits
 
     def policy(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """π(a | s) (SA,): the softmax of the logits over each state's actions."""

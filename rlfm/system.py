@@ -1,10 +1,18 @@
 r"""The training system: the policy network, its loss, metrics and optimiser, as a LightningModule.
 
 The loss is the soft cross-entropy between the Boltzmann target softmax(Q* / τ) of the true MDP and the
-predicted policy, averaged over states:
+predicted policy, averaged over states, and (deep supervision) over the sweeps k = K_min .. K of the tied
+block, K drawn per step from ``train_layers``:
 
 .. math::
-    \mathcal{L} = \frac{1}{|\mathcal{S}|} \sum_{s} \Big( -\sum_{a} \pi^\star_\tau(a \mid s) \log \pi_\theta(a \mid s) \Big)
+    \mathcal{L} = \frac{1}{K - K_{min} + 1} \sum_{k=K_{min}}^{K} \frac{1}{|\mathcal{S}|} \sum_{s}
+        \Big( -\sum_{a} \pi^\star_\tau(a \mid s) \log \pi_\theta^{(k)}(a \mid s) \Big)
+
+Supervising every sweep asks the iteration to be right at every depth and to stay right as it goes on.
+On a fraction ``long_unroll`` of the steps the sweeps instead start after a long prefix of
+``long_layers`` sweeps run without gradient, so that the block also learns to stay right far beyond the
+depths it is backpropagated through; this is what lets inference unroll further than training
+(:meth:`~rlfm.network.PolicyNetwork.settle`).
 """
 
 from __future__ import annotations
@@ -46,8 +54,12 @@ class PolicyLearner(LightningModule):
 
     Args:
         width, heads, dropout: the network's size (see :class:`~rlfm.network.PolicyNetwork`).
-        train_layers: range of the number K of tied sweeps, drawn uniformly per training step so that the
-            block stays stable when unrolled further than any one depth.
+        train_layers: range [K_min, K_max] of the number K of tied sweeps, drawn uniformly per training
+            step so that the block stays stable when unrolled further than any one depth.
+        deep_supervision: average the loss over the sweeps K_min .. K (else only sweep K is supervised).
+        long_unroll: probability that a step first runs a no-gradient prefix of sweeps, then supervises
+            the K_min sweeps that follow it.
+        long_layers: range of the length of that prefix.
         eval_layers: K at validation and the network's default at inference.
         lr, weight_decay: AdamW settings.
         warmup_steps: linear warm-up steps, followed by a cosine decay to ``final_lr_ratio`` × lr.
@@ -60,6 +72,9 @@ class PolicyLearner(LightningModule):
         heads: int = 4,
         dropout: float = 0.0,
         train_layers: tuple[int, int] = (8, 16),
+        deep_supervision: bool = True,
+        long_unroll: float = 0.25,
+        long_layers: tuple[int, int] = (24, 64),
         eval_layers: int = 16,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
@@ -80,11 +95,20 @@ class PolicyLearner(LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch: HeteroData, batch_index: int) -> Tensor:
         low, high = self.hparams.train_layers
-        layers = self._depth.randint(low, high)
-        losses = policy_losses(batch, self.network(batch, layers))
+        prefix = 0
+        if self._depth.random() < self.hparams.long_unroll:
+            prefix = self._depth.randint(*self.hparams.long_layers)
+            layers, first = prefix + low, prefix + 1
+        else:
+            layers = self._depth.randint(low, high)
+            first = low if self.hparams.deep_supervision else layers
+        unrolled = self.network.unroll(batch, layers, first, no_grad_layers=prefix)
+        per_depth = [policy_losses(batch, logits) for logits in unrolled]
+        losses = per_depth[-1]  # reported: the last sweep's
+        loss = torch.stack([d["loss"].mean() for d in per_depth]).mean()
         size = batch.num_graphs
-        loss = losses["loss"].mean()
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
+        self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)
         self.log("train/kl", losses["kl"].mean(), batch_size=size)
         self.log("train/agreement", losses["agreement"].mean(), batch_size=size)
         self.log("train/layers", float(layers), batch_size=size)

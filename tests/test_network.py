@@ -253,3 +253,18 @@ def test_settle_stops_on_a_converged_input_with_confident_logits(generator):
         net.head[-1].weight.mul_(1e4)  # logit gaps of hundreds: some probabilities underflow to 0
     _, used = net.settle(data, min_layers=3, max_layers=50)
     assert used == 4
+
+
+def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):
+    data, net = mixed_batch(generator), network(num_layers=6)
+    sweeps = net.unroll(data, 6, first=3)
+    assert len(sweeps) == 4
+    for k, logits in zip(range(3, 7), sweeps, strict=True):
+        torch.testing.assert_close(logits, net(data, k))
+    # a no-gradient prefix changes nothing but where gradients stop
+    truncated = net.unroll(data, 6, first=5, no_grad_layers=4)
+    torch.testing.assert_close(truncated[-1], sweeps[-1])
+    truncated[-1].sum().backward()
+    assert all(p.grad is not None for p in net.block.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="no_grad_layers"):
+        net.unroll(data, 6, first=3, no_grad_layers=3)

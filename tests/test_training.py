@@ -160,3 +160,20 @@ def test_cli_validate_and_test_report_per_benchmark_metrics(tmp_path, monkeypatc
     assert {"test/normalized_value/frozenlake_4x4_slip02", "test/loss/prior", "test/normalized_value"} <= set(
         events.Tags()["scalars"]
     )
+
+
+@pytest.mark.parametrize("long_unroll,deep_supervision", [(1.0, True), (0.0, False)])
+def test_training_step_variants(long_unroll, deep_supervision):
+    model = PolicyLearner(
+        width=16,
+        heads=2,
+        train_layers=(2, 4),
+        long_unroll=long_unroll,
+        long_layers=(5, 6),
+        deep_supervision=deep_supervision,
+    )
+    batch = Batch.from_data_list(tiny_data().train_stream.batch(0))
+    model.log = lambda *args, **kwargs: None  # outside a Trainer
+    loss = model.training_step(batch, 0)
+    loss.backward()
+    assert torch.isfinite(loss) and model.network.head[0].weight.grad is not None
