@@ -6,6 +6,16 @@ import torch
 DATA = Path(__file__).parent / "data"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests run many small tensor operations: one intra-op thread is faster than two, and keeps
+    timings sane when the 2-core machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)

@@ -17,15 +17,6 @@ from rlfm.solve import value_iteration
 MODEL_BASED = ("ucbvi", "ucbvi_bernstein", "psrl", "ce", "vi_lcb", "pevi")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny tensor ops: one thread avoids contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def exact_counts(mdp: TabularMDP, visits: int = 1000, reward_factor: float = 1.0) -> Counts:
     """Counts whose P̂ and r̂ equal the true model in every non-terminal state (N(s,a,s') = visits·P)."""
     live = ~mdp.terminal[mdp.sa_state]

@@ -9,16 +9,6 @@ from rlfm.mdp import TabularMDP
 from rlfm.solve import evaluate_policy, greedy_policy, start_values, uniform_policy, value_iteration
 from tests.conftest import DATA
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny tensor ops: one thread avoids contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SIZES = {  # name: (states, state-action pairs)
     "gridworld_3x3": (9, 36),
     "gridworld_5x5": (25, 100),

@@ -15,15 +15,6 @@ from rlfm.evaluation.simulate import Scorer, Simulator
 from rlfm.solve import greedy_policy, normalized_value, value_iteration
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many tiny tensor ops: one thread avoids contention on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class OracleAgent(Agent):
     """Knows the optimal policy (test helper only); records the counts it is given."""
 

@@ -16,15 +16,6 @@ from rlfm.solve import value_iteration
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def network(width: int = 32, heads: int = 4, num_layers: int = 6, seed: int = 0) -> PolicyNetwork:
     torch.manual_seed(seed)
     net = PolicyNetwork(width=width, heads=heads, num_layers=num_layers, dropout=0.0)

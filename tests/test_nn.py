@@ -12,15 +12,6 @@ from rlfm.graph import FROM, STATE, STATE_ACTION, TO, observation_graphs
 from rlfm.nn import EdgeBiasedAttention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small tensors on a shared 2-core machine: one intra-op thread is much faster than two."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def bipartite_batch(generator: torch.Generator, sizes: list[tuple[int, int]], dim: tuple[int, int]) -> dict:
     """Random bipartite graphs (N_src, N_dst) per graph, each target with 0 to N_src distinct sources.
 

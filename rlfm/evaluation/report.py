@@ -279,11 +279,7 @@ def plot_online(records: list[dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("episode")
         axis.set_ylabel("normalised value")
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    import matplotlib.pyplot as plt
-
-    plt.close(figure)
+    _save(figure, path)
 
 
 def plot_offline(records: list[dict[str, Any]], path: Path) -> None:
@@ -314,8 +310,12 @@ def plot_offline(records: list[dict[str, Any]], path: Path) -> None:
         axis.set_xlabel("transitions in the dataset")
         axis.set_ylabel("normalised value")
         axis.legend(fontsize=7)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    _save(figure, path)
+
+
+def _save(figure: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
 
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
     plt.close(figure)
