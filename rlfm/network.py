@@ -78,7 +78,7 @@ class PolicyNetwork(nn.Module):
 
     @torch.no_grad()
     def settle(
-        self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-3
+        self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-2
     ) -> tuple[Tensor, int]:
         """Unroll until no log-probability moves more than ``tol`` in a sweep (at least ``min_layers``,
         default ``self.num_layers``; at most ``max_layers``). Returns the logits (SA,) and the sweeps used.

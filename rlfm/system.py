@@ -32,7 +32,8 @@ from rlfm.graph import OF, STATE, STATE_ACTION
 from rlfm.network import PolicyNetwork, log_group_softmax
 from rlfm.solve import evaluate_policy, greedy_policy, mdp_arrays, start_values
 
-METRICS = ("loss", "kl", "agreement", "normalized_value")
+METRICS = ("loss", "kl", "agreement", "normalized_value", "normalized_value_deep")
+DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers sweeps: is the block stable?
 
 
 def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
@@ -133,7 +134,8 @@ class PolicyLearner(LightningModule):
         self._evaluation_step(batch, self.test_metrics)
 
     def _evaluation_step(self, batch: tuple[HeteroData, HeteroData], metrics: nn.ModuleDict) -> None:
-        """Update each source's metrics: loss, KL, agreement and the exact normalised value of the greedy policy."""
+        """Update each source's metrics: loss, KL, agreement and the exact normalised value of the greedy
+        policy, at ``eval_layers`` sweeps and at ``DEEP_FACTOR`` times as many."""
         data, truth = batch
         logits = self.network(data, self.hparams.eval_layers)
         losses = policy_losses(data, logits)
@@ -143,6 +145,8 @@ class PolicyLearner(LightningModule):
             for name, value in losses.items()
         }
         per_graph["normalized_value"] = self.normalized_values(data, truth, logits)
+        deep_logits = self.network(data, DEEP_FACTOR * self.hparams.eval_layers)
+        per_graph["normalized_value_deep"] = self.normalized_values(data, truth, deep_logits)
         sources = data.source
         for source in set(sources):
             mask = torch.tensor([s == source for s in sources], device=logits.device)

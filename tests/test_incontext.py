@@ -62,3 +62,14 @@ def test_adaptive_depth_is_used_by_default():
 def test_packaged_network_loads_by_name():
     agent = make_agent("rlfm")
     assert isinstance(agent, InContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
+
+
+@pytest.mark.skipif(not PACKAGED_CHECKPOINT.exists(), reason="no packaged checkpoint in this checkout")
+def test_packaged_network_solves_the_reference_grids_from_ample_data():
+    from rlfm.evaluation.offline import OfflineConfig, collect_datasets, run_offline
+
+    for mdp in (gridworld(3), gridworld(5)):
+        generator = torch.Generator().manual_seed(0)
+        datasets = collect_datasets(mdp, seeds=3, config=OfflineConfig(sizes=(2048,)), generator=generator)
+        scores = run_offline(mdp, make_agent("rlfm"), datasets, generator)
+        assert float(scores.min()) > 0.95
