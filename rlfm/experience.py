@@ -20,6 +20,7 @@ from torch_geometric.data import HeteroData
 
 from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, STATE_ACTION, TO
+from rlfm.mdp import offsets
 from rlfm.prior.distributions import choices, log_uniform, log_uniform_ints, uniform
 
 BEHAVIOURS = ("uniform", "epsilon_greedy", "sticky", "learning", "explorer")
@@ -85,10 +86,10 @@ class _Union:
         S, SA = batch[STATE].num_nodes, batch[STATE_ACTION].num_nodes
         num_actions = torch.bincount(sa_state, minlength=S)
         edge_sa, edge_next = batch[TO].edge_index
-        edge_ptr = _ptr(torch.bincount(edge_sa, minlength=SA))
+        edge_ptr = offsets(torch.bincount(edge_sa, minlength=SA))
         return cls(
             num_actions=num_actions,
-            action_ptr=_ptr(num_actions),
+            action_ptr=offsets(num_actions),
             sa_state=sa_state,
             state_graph=batch[STATE].batch,
             sa_graph=batch[STATE_ACTION].batch,
@@ -125,12 +126,6 @@ class _Union:
     @property
     def noisy(self) -> bool:
         return bool((self.reward_noise > 0).any())
-
-
-def _ptr(sizes: Tensor) -> Tensor:
-    ptr = torch.zeros(sizes.numel() + 1, dtype=torch.long)
-    torch.cumsum(sizes, 0, out=ptr[1:])
-    return ptr
 
 
 def draw_in_blocks(cumsum: Tensor, lo: Tensor, hi: Tensor, generator: Generator) -> Tensor:
@@ -184,7 +179,7 @@ def trajectory_records(
     """Run ``episodes`` (B,) episodes per MDP at once under each MDP's behaviour: (sa, s', r, terminated)."""
     graph = torch.repeat_interleave(torch.arange(union.num_graphs), episodes)  # (W,) MDP of each walker
     W = graph.numel()
-    episode = torch.arange(W) - _ptr(episodes)[graph]  # index of the walker's episode within its MDP
+    episode = torch.arange(W) - offsets(episodes)[graph]  # index of the walker's episode within its MDP
     epsilon, sticky, explorer = _behaviour_parameters(behaviours, graph, episode, episodes, generator)
     greedy = torch.segment_reduce(q_star.double(), "max", lengths=union.num_actions)
     greedy_action = _first_index_of_max(q_star.double(), greedy, union)  # (S,)

@@ -33,7 +33,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import softmax
 
 from rlfm.counts import Counts
-from rlfm.mdp import TabularMDP
+from rlfm.mdp import TabularMDP, offsets
 
 STATE = "state"
 STATE_ACTION = "state_action"
@@ -46,12 +46,6 @@ STATE_ACTION_FEATURES = ("log1p_count", "reward", "visited", "inv_sqrt_count", "
 STATE_FEATURES = ("log1p_count", "log1p_entries", "tried_fraction", "terminal", "log_num_actions", "horizon")
 EDGE_FEATURES = ("p_hat", "log1p_count")
 MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
-
-
-def _ptr(sizes: Tensor) -> Tensor:
-    ptr = torch.zeros(sizes.numel() + 1, dtype=torch.long)
-    torch.cumsum(sizes, 0, out=ptr[1:])
-    return ptr
 
 
 def _relations(num_actions: Tensor, edge_sa: Tensor, edge_next: Tensor) -> dict:
@@ -111,7 +105,7 @@ def observation_graphs(
     num_states = torch.tensor([c.num_states for c in counts])
     num_pairs = torch.tensor([c.num_state_actions for c in counts])
     num_edges = torch.tensor([c.transition_key.numel() for c in counts])
-    state_ptr, sa_ptr = _ptr(num_states), _ptr(num_pairs)
+    state_ptr, sa_ptr = offsets(num_states), offsets(num_pairs)
     num_actions = torch.cat([c.num_actions for c in counts])
     S, SA = num_actions.numel(), int(num_pairs.sum())
     sa_state = torch.repeat_interleave(torch.arange(S), num_actions)  # global indices
@@ -155,7 +149,7 @@ def observation_graphs(
     edge_attr = torch.stack([p_hat, edge_count.log1p()], dim=1)
     sa_state_local = sa_state - state_ptr[sa_graph]
     sa_local = torch.arange(SA) - sa_ptr[sa_graph]
-    action = sa_local - (torch.cat([_ptr(c.num_actions)[:-1] for c in counts]))[sa_state]
+    action = sa_local - (torch.cat([offsets(c.num_actions)[:-1] for c in counts]))[sa_state]
     has_index = torch.stack([sa_state_local, sa_local])
     to_index = torch.stack([edge_sa_local, edge_next_local])
     if q_star is not None:

@@ -409,11 +409,14 @@ class TabularMDP:
         )
 
 
+def offsets(sizes: Tensor) -> Tensor:
+    """(N + 1,) where each of N consecutive blocks of the given ``sizes`` (N,) starts, and the total."""
+    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
+
+
 def action_ptr(num_actions: Tensor) -> Tensor:
     """(S + 1,) start of each state's block of state-action indices, from ``num_actions`` (S,)."""
-    ptr = torch.zeros(num_actions.numel() + 1, dtype=torch.long)
-    torch.cumsum(num_actions, 0, out=ptr[1:])
-    return ptr
+    return offsets(num_actions)
 
 
 def _check_range(name: str, index: Tensor, size: int, what: str) -> None:

@@ -23,7 +23,7 @@ from torch import Tensor
 from torch_geometric.data import HeteroData
 
 from rlfm.graph import OF, STATE, STATE_ACTION, TO, mdp_graph
-from rlfm.mdp import TabularMDP
+from rlfm.mdp import TabularMDP, offsets
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ class MDPArrays:
 
     def transition_matrix(self) -> Tensor:
         """P as a sparse CSR matrix (SA, S)."""
-        crow = _ptr(torch.bincount(self.edge_sa, minlength=self.reward.numel()))
+        crow = offsets(torch.bincount(self.edge_sa, minlength=self.reward.numel()))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return torch.sparse_csr_tensor(
@@ -68,11 +68,6 @@ class MDPArrays:
                 (self.reward.numel(), self.num_states),
                 check_invariants=False,
             )
-
-
-def _ptr(sizes: Tensor) -> Tensor:
-    """(N + 1,) offsets of consecutive blocks of the given sizes (N,)."""
-    return torch.cat([sizes.new_zeros(1), sizes.cumsum(0)])
 
 
 def as_graph(mdp: TabularMDP | HeteroData) -> HeteroData:
@@ -141,8 +136,8 @@ def evaluate_policy(
     """V^π (S,) by one exact linear solve (I - γ P_π) V = r_π per MDP."""
     arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp, dtype)
     src, dst, weight, r_pi = policy_matrices(arrays, policy)
-    state_ptr = _ptr(torch.bincount(arrays.state_graph, minlength=arrays.num_graphs)).tolist()
-    edge_ptr = _ptr(torch.bincount(arrays.state_graph[src], minlength=arrays.num_graphs)).tolist()
+    state_ptr = offsets(torch.bincount(arrays.state_graph, minlength=arrays.num_graphs)).tolist()
+    edge_ptr = offsets(torch.bincount(arrays.state_graph[src], minlength=arrays.num_graphs)).tolist()
     values = torch.empty_like(r_pi)
     for b in range(arrays.num_graphs):
         lo, hi = state_ptr[b], state_ptr[b + 1]
