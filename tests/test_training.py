@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch_geometric.data import Batch
@@ -56,7 +57,8 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     main(["fit", "--config", TINY])
     run = tmp_path / "lightning_logs" / "version_0"
-    assert (run / "checkpoints" / "last.ckpt").exists()
+    last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 4  # the final weights, whether or not they were the best
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run), size_guidance={"images": 0})
@@ -68,6 +70,16 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
     assert (
         "val/normalized_value/gridworld_3x3" in json.loads((tmp_path / "summary.json").read_text())["scalars"]
     )
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
+def test_configs_keep_the_latest_weights_in_last_ckpt(config):
+    """Lightning 2.6 refreshes ``last.ckpt`` only when its own callback saves: a monitored one saves only
+    on improvement, so ``save_last`` belongs on an unmonitored checkpoint."""
+    callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks", [])
+    checkpoints = [c.get("init_args", {}) for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
+    assert any(c.get("save_last") for c in checkpoints)
+    assert not any(c.get("save_last") and c.get("monitor") for c in checkpoints)
 
 
 def test_checkpoint_round_trip(tmp_path):
