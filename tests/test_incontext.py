@@ -58,13 +58,12 @@ def test_adaptive_depth_is_used_by_default():
     assert 3 <= agent.layers_used[0] <= 7
 
 
-@pytest.mark.skipif(not PACKAGED_CHECKPOINT.exists(), reason="no packaged checkpoint in this checkout")
 def test_packaged_network_loads_by_name():
+    assert PACKAGED_CHECKPOINT.exists(), "the pretrained network must ship inside the package"
     agent = make_agent("rlfm")
     assert isinstance(agent, InContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
 
 
-@pytest.mark.skipif(not PACKAGED_CHECKPOINT.exists(), reason="no packaged checkpoint in this checkout")
 def test_packaged_network_solves_the_reference_grids_from_ample_data():
     from rlfm.evaluation.offline import OfflineConfig, collect_datasets, run_offline
 
