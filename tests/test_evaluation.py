@@ -215,7 +215,17 @@ def test_offline_command_with_a_users_mdp(tmp_path):
     assert (out / "offline_values.png").stat().st_size > 0
 
 
+def test_command_passes_temperature_to_the_rlfm_agent(tmp_path):
+    out = tmp_path / "rlfm"
+    argv = ["--envs", "gridworld_3x3", "--agents", "rlfm", "--temperature", "0.25", "--seeds", "2"]
+    assert benchmark_main([*argv, "--episodes", "3", "--out", str(out), "--no-progress"]) == 0
+    (record,) = json.loads((out / "results.json").read_text())["results"]
+    assert record["agent"] == "rlfm" and record["hyperparameters"]["temperature"] == 0.25
+
+
 def test_command_rejects_bad_requests(tmp_path):
+    with pytest.raises(SystemExit):
+        benchmark_main(["--agents", "rlfm", "--temperature", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         benchmark_main(["--mode", "offline", "--agents", "qlearning", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):

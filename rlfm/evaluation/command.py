@@ -68,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, default=12)
     parser.add_argument("--seed", type=int, default=0, help="base random seed")
     parser.add_argument("--checkpoint", default=None, help="passed to the rlfm agent as checkpoint=")
+    parser.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="the rlfm agent's sampling temperature (default 1: sample its policy as learned)",
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument(
         "--grid", action=argparse.BooleanOptionalAction, default=True, help="tune baselines on their grids"
@@ -210,7 +216,11 @@ def _batch_count(name: str, use_grid: bool) -> int:
 
 
 def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
-    return {"checkpoint": args.checkpoint} if name in ("rlfm",) and args.checkpoint is not None else {}
+    """Settings given on the command line that only the rlfm agent takes."""
+    if name != "rlfm":
+        return {}
+    extra = {"checkpoint": args.checkpoint, "temperature": args.temperature}
+    return {key: value for key, value in extra.items() if value is not None}
 
 
 # ------------------------------------------------------------------------------------------ protocols
