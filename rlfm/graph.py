@@ -46,6 +46,7 @@ STATE_ACTION_FEATURES = ("log1p_count", "reward", "visited", "inv_sqrt_count", "
 STATE_FEATURES = ("log1p_count", "log1p_entries", "tried_fraction", "terminal", "log_num_actions", "horizon")
 EDGE_FEATURES = ("p_hat", "log1p_count")
 MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
+TARGET_TEMPERATURE = 0.05  # τ of the training target softmax(Q* / τ), on the normalised reward scale
 
 
 def _relations(num_actions: Tensor, edge_sa: Tensor, edge_next: Tensor) -> dict:
@@ -83,7 +84,7 @@ def mdp_graph(mdp: TabularMDP) -> HeteroData:
 
 
 def observation_graph(
-    counts: Counts, gamma: float, q_star: Tensor | None = None, temperature: float = 0.2
+    counts: Counts, gamma: float, q_star: Tensor | None = None, temperature: float = TARGET_TEMPERATURE
 ) -> HeteroData:
     """The network's input graph from observed ``counts`` (see the module docstring).
 
@@ -97,7 +98,7 @@ def observation_graphs(
     counts: list[Counts],
     gammas: list[float],
     q_star: list[Tensor] | None = None,
-    temperature: float = 0.2,
+    temperature: float = TARGET_TEMPERATURE,
     dtype: torch.dtype = torch.float32,
 ) -> list[HeteroData]:
     """:func:`observation_graph` for many experiences at once (features computed in one pass)."""

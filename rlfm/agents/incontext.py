@@ -4,11 +4,13 @@ Before each episode the agent turns each run's counts into an observation graph 
 once on the batch of them. Online it acts by sampling
 
 .. math::
-    a \sim \pi_\theta(\cdot \mid s, \mathcal{D})^{1/T},
+    a \sim \pi_\theta(\cdot \mid s, \mathcal{D})^{1/T}.
 
-which, for a network trained to predict P(a is optimal | data) under its prior, is close to posterior
-(Thompson) sampling of the optimal action: that is where its exploration comes from. Its greedy policy,
-scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`.
+The network is trained to predict the posterior mean, under its prior, of the Boltzmann policy
+softmax(Q*/τ) given the data; as τ → 0 that is P(a is optimal | data), so sampling it resembles posterior
+(Thompson) sampling of the optimal action: that is where its exploration comes from. T < 1 acts more
+greedily (with the shipped network, T = 0.2 stops exploring too early on a slippery FrozenLake). Its
+greedy policy, scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`.
 """
 
 from __future__ import annotations
