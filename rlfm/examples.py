@@ -28,9 +28,8 @@ class ExampleSampler:
     Args:
         prior: the MDP prior.
         experience: how experience is drawn.
-        temperature: τ of the Boltzmann target softmax(Q* / τ), on the normalised reward scale. The
-            default 0.05 is sharper than the reference's 0.2: at 0.2 the small Q-gaps of stochastic
-            MDPs (FrozenLake's) give nearly flat targets and a weakly supervised argmax.
+        temperature: τ of the Boltzmann target softmax(Q* / τ), on the normalised reward scale
+            (default :data:`rlfm.graph.TARGET_TEMPERATURE`).
     """
 
     prior: Prior = field(default_factory=Prior)
