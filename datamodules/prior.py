@@ -12,20 +12,13 @@ from torch.utils.data import IterableDataset, get_worker_info
 from torch_geometric.data import HeteroData
 from torch_geometric.loader import DataLoader
 
-from rlfm.benchmarks.reference import frozenlake_style, gridworld
+from rlfm.benchmarks.validation import VALIDATION, validation_mdp
 from rlfm.examples import ExampleSampler, with_truth
 from rlfm.experience import ExperienceConfig
-from rlfm.mdp import TabularMDP
 
 # Lightning warns that __len__ of an IterableDataset may be wrong with several workers; PriorStream splits
 # its batches between workers itself, so its length is exact.
 warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
-
-REFERENCE_BENCHMARKS: dict[str, Callable[[], TabularMDP]] = {
-    "gridworld_3x3": lambda: gridworld(3),
-    "gridworld_5x5": lambda: gridworld(5),
-    "frozenlake_4x4_slip02": frozenlake_style,
-}
 
 
 def stream_seed(seed: int, rank: int, batch_index: int) -> int:
@@ -98,7 +91,8 @@ class PriorDataModule(LightningDataModule):
         num_workers: DataLoader worker processes.
         seed: seed of the training stream and of the validation set.
         val_mdps: number of prior MDPs in the validation set.
-        val_benchmarks: reference benchmarks in the validation set (names of ``REFERENCE_BENCHMARKS``).
+        val_benchmarks: hand-built validation MDPs in the validation set (names of
+            :data:`rlfm.benchmarks.validation.VALIDATION`; none of them is in a reported benchmark suite).
         val_episodes: dataset sizes, in episodes of uniformly random play, given for each benchmark.
         val_batch_size: graphs per validation (and test) batch.
         test_mdps: number of prior MDPs in the test set (``rlfm test``), drawn apart from the validation
@@ -113,16 +107,17 @@ class PriorDataModule(LightningDataModule):
         num_workers: int = 1,
         seed: int = 0,
         val_mdps: int = 256,
-        val_benchmarks: tuple[str, ...] = tuple(REFERENCE_BENCHMARKS),
+        val_benchmarks: tuple[str, ...] = tuple(VALIDATION),
         val_episodes: tuple[int, ...] = (1, 3, 10, 30, 100),
         val_batch_size: int = 64,
         test_mdps: int = 512,
     ) -> None:
         super().__init__()
-        unknown = set(val_benchmarks) - set(REFERENCE_BENCHMARKS)
+        unknown = set(val_benchmarks) - set(VALIDATION)
         if unknown:
             raise ValueError(
-                f"unknown validation benchmarks {sorted(unknown)}; choose from {list(REFERENCE_BENCHMARKS)}"
+                f"unknown validation MDPs {sorted(unknown)}; choose from {list(VALIDATION)} (the reported "
+                "benchmark suites are never used for validation)"
             )
         self.sampler = sampler if sampler is not None else ExampleSampler()
         self.batch_size = batch_size
@@ -140,7 +135,7 @@ class PriorDataModule(LightningDataModule):
 
     @property
     def val_sources(self) -> list[str]:
-        """Names under which validation metrics are reported: ``prior`` and each benchmark."""
+        """Names under which validation metrics are reported: ``prior`` and each validation MDP."""
         return ["prior", *self.val_benchmarks]
 
     def setup(self, stage: str | None = None) -> None:
@@ -164,7 +159,7 @@ class PriorDataModule(LightningDataModule):
             mdps = self.sampler.sample_mdps(num_mdps, generator)
             pairs += with_truth(self.sampler.examples_for(mdps, generator), mdps, source="prior")
         for name in self.val_benchmarks:
-            mdp = REFERENCE_BENCHMARKS[name]()
+            mdp = validation_mdp(name)
             for episodes in self.val_episodes:
                 uniform_play = ExperienceConfig(
                     weights={"trajectories": 1.0}, episodes=(episodes, episodes), behaviours={"uniform": 1.0}
@@ -174,9 +169,9 @@ class PriorDataModule(LightningDataModule):
         return pairs
 
     def figure_example(self) -> tuple[HeteroData, str] | None:
-        """The observation graph drawn in TensorBoard: the largest validation dataset of a grid benchmark."""
+        """The observation graph drawn in TensorBoard: the largest dataset of the validation grid world."""
         for example, _ in reversed(self.val_set or []):
-            if example.source.startswith("gridworld"):
+            if example.source == "val_gridworld_4x4":
                 observed = int(example["state_action"].x[:, 0].expm1().round().sum())
                 return example, f"{example.source}: policy after {observed} transitions"
         return None

@@ -79,26 +79,42 @@ class PolicyNetwork(nn.Module):
     @torch.no_grad()
     def settle(
         self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-2
-    ) -> tuple[Tensor, int]:
-        """Unroll until no log-probability moves more than ``tol`` in a sweep (at least ``min_layers``,
-        default ``self.num_layers``; at most ``max_layers``). Returns the logits (SA,) and the sweeps used.
-        Call it in eval mode: dropout noise would keep the policy moving."""
+    ) -> tuple[Tensor, Tensor]:
+        """Unroll each MDP of ``data`` until no log-probability of it moves more than ``tol`` in a sweep (at
+        least ``min_layers``, default ``self.num_layers``; at most ``max_layers``).
+
+        The stopping rule is per MDP: a settled MDP's embeddings are frozen while the others go on, so an
+        MDP gets the same policy alone as in any batch. Returns the logits (SA,) and the sweeps each MDP
+        used (B,). Call it in eval mode: dropout noise would keep the policy moving. Raises
+        ``FloatingPointError`` as soon as a policy becomes non-finite (e.g. from non-finite inputs)."""
         if max_layers < 1:
             raise ValueError(f"max_layers must be at least 1, got {max_layers}")
         min_layers = self.num_layers if min_layers is None else min_layers
         inputs = self._inputs(data)
-        sa_state = inputs["sa_state"]
+        sa_state, state_graph, B = inputs["sa_state"], inputs["state_graph"], inputs["num_graphs"]
+        sa_graph = state_graph[sa_state]
         h_state, h_sa = inputs["x_state"], inputs["x_sa"]
+        done = torch.zeros(B, dtype=torch.bool, device=h_state.device)
+        sweeps = torch.full((B,), max_layers, dtype=torch.long, device=h_state.device)
         previous = None
         for k in range(1, max_layers + 1):
-            h_state, h_sa = self.block(h_state, h_sa, **inputs)
+            new_state, new_sa = self.block(h_state, h_sa, **inputs)
+            h_state = torch.where(done[state_graph, None], h_state, new_state)
+            h_sa = torch.where(done[sa_graph, None], h_sa, new_sa)
             if k < min_layers:
                 continue
             log_policy = log_group_softmax(self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0])
-            if previous is not None and float((log_policy - previous).abs().max()) < tol:
-                break
+            if not bool(torch.isfinite(log_policy).all()):
+                raise FloatingPointError(f"the policy became non-finite at sweep {k}; are the inputs finite?")
+            if previous is not None:
+                change = scatter((log_policy - previous).abs(), sa_graph, dim=0, dim_size=B, reduce="max")
+                settled = ~done & (change < tol)
+                sweeps[settled] = k
+                done |= settled
+                if bool(done.all()):
+                    break
             previous = log_policy
-        return self._logits(h_state, h_sa, sa_state), k
+        return self._logits(h_state, h_sa, sa_state), sweeps
 
     def _inputs(self, data: HeteroData) -> dict:
         state_store = data[STATE]

@@ -3,8 +3,10 @@ import math
 import pytest
 import torch
 
-from rlfm.benchmarks import BENCHMARKS, SUITES, get_benchmark, suite
+from datamodules import PriorDataModule
+from rlfm.benchmarks import BENCHMARKS, REPORTED_SUITES, SUITES, VALIDATION, get_benchmark, suite
 from rlfm.benchmarks.classic import SIXARMS_REWARD, walled_gridworld
+from rlfm.benchmarks.validation import same_mdp
 from rlfm.mdp import TabularMDP
 from rlfm.solve import evaluate_policy, greedy_policy, start_values, uniform_policy, value_iteration
 from tests.conftest import DATA
@@ -45,6 +47,20 @@ def test_registry_and_suites():
     assert all(name == name.lower() for name in BENCHMARKS)
     with pytest.raises(KeyError, match="unknown benchmark"):
         get_benchmark("gridworld_4x4")
+    assert [m.name for m in suite("validation")] == list(VALIDATION)
+
+
+def test_validation_mdps_are_in_no_reported_suite():
+    """Choices are made on the validation MDPs, so none of them may be a reported benchmark."""
+    reported = [get_benchmark(name) for suite_name in REPORTED_SUITES for name in SUITES[suite_name]]
+    for name in VALIDATION:
+        mdp = get_benchmark(name)
+        assert name not in BENCHMARKS
+        assert not any(same_mdp(mdp, other) for other in reported if other.num_states == mdp.num_states)
+    assert not set(SUITES["validation"]) & (set(SUITES["reference"]) | set(SUITES["standard"]))
+    with pytest.raises(ValueError, match="never used for validation"):
+        PriorDataModule(val_benchmarks=("gridworld_5x5",))
+    assert set(PriorDataModule().val_benchmarks) == set(VALIDATION)
     with pytest.raises(KeyError, match="unknown suite"):
         suite("everything")
 

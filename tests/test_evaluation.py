@@ -9,8 +9,8 @@ from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.command import benchmark_main
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
-from rlfm.evaluation.online import OnlineConfig, episodes_to_converge, run_online
-from rlfm.evaluation.report import bootstrap_ci
+from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge, run_online
+from rlfm.evaluation.report import bootstrap_ci, markdown_table, summarize_online
 from rlfm.evaluation.simulate import Scorer, Simulator
 from rlfm.solve import greedy_policy, normalized_value, value_iteration
 
@@ -157,6 +157,36 @@ def test_bootstrap_intervals():
 
 
 # ------------------------------------------------------------------------------------------ command
+def censored_median(per_seed: list[int | None]) -> float | None:
+    """The headline as the README defines it: nulls are +∞, null if the median is infinite."""
+    ordered = sorted(math.inf if e is None else float(e) for e in per_seed)
+    median = (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]) / 2
+    return None if math.isinf(median) else median
+
+
+@pytest.mark.parametrize(
+    ("first_good", "expected"),
+    [([1, None, None, None], None), ([1, 2, 3, None], 2.5), ([4, 4, None, None], None), ([5, 1, 3, 2], 2.5)],
+)
+def test_headline_is_the_median_over_all_seeds(first_good, expected):
+    config = OnlineConfig(episodes=20, window=3)
+    scores = torch.zeros(len(first_good), config.episodes, dtype=torch.float64)
+    for seed, first in enumerate(first_good):
+        if first is not None:
+            scores[seed, first - 1 :] = 1.0
+    run = OnlineRun(scores, torch.zeros_like(scores), torch.ones_like(scores, dtype=torch.long))
+    summary = summarize_online(run, config, {})
+    assert summary["per_seed"]["episodes_to_converge"] == first_good
+    assert summary["episodes_to_converge"] == expected == censored_median(first_good)
+    assert summary["converged_seeds"] == sum(e is not None for e in first_good)
+    record = {**summary, "env": "e", "agent": "a", "episodes": 20, "grid": [summary]}
+    meta = {"command": "c", "protocol": {"window": 3, "threshold": 0.95, "episodes": 20}}
+    row = next(
+        line for line in markdown_table("online", [record], meta).splitlines() if line.startswith("| e |")
+    )
+    assert ("> 20" in row) == (expected is None)
+
+
 def test_online_command_writes_results(tmp_path):
     out = tmp_path / "online"
     args = ["--mode", "online", "--suite", "reference", "--envs", "gridworld_3x3", "--agents", "ucbvi,random"]
@@ -172,7 +202,7 @@ def test_online_command_writes_results(tmp_path):
         ("gridworld_3x3", "random"),
     ]
     for record in results["results"]:
-        assert record["episodes_to_converge"] is None or isinstance(record["episodes_to_converge"], float)
+        assert record["episodes_to_converge"] == censored_median(record["per_seed"]["episodes_to_converge"])
         assert isinstance(record["converged_seeds"], int) and record["seeds"] == 2
         assert isinstance(record["cumulative_regret"], float) and len(record["cumulative_regret_ci"]) == 2
         assert len(record["learning_curve"]["mean"]) == 12 and isinstance(record["hyperparameters"], dict)

@@ -72,3 +72,35 @@ def test_packaged_network_solves_the_reference_grids_from_ample_data():
         datasets = collect_datasets(mdp, seeds=3, config=OfflineConfig(sizes=(2048,)), generator=generator)
         scores = run_offline(mdp, make_agent("rlfm"), datasets, generator)
         assert float(scores.min()) > 0.95
+
+
+def test_a_runs_policy_and_actions_do_not_depend_on_the_other_runs():
+    """Each run settles on its own: its policy is the same planned alone as in a batch of other runs."""
+    mdp = gridworld(3)
+    generator = torch.Generator().manual_seed(3)
+    counts = []
+    for transitions in (0, 5, 40, 200):
+        c = Counts.empty_like(mdp)
+        s = torch.randint(0, mdp.num_states, (transitions,), generator=generator)
+        a = torch.randint(0, 4, (transitions,), generator=generator)
+        sa = mdp.action_ptr[s] + a
+        nxt = torch.tensor(
+            [int(mdp.transition_next[mdp.transition_sa == i][0]) for i in sa.tolist()], dtype=torch.long
+        )
+        counts.append(c.add(sa, nxt, mdp.reward[sa], mdp.terminal[nxt]))
+    batch_agent = small_agent(max_layers=40)
+    batch_agent.start(mdp.num_actions, mdp.gamma, runs=len(counts), generator=torch.Generator())
+    batch_agent.plan(counts)
+    batch_logits, batch_greedy = batch_agent.logits, batch_agent.greedy_policy()
+    for run, run_counts in enumerate(counts):
+        alone = small_agent(max_layers=40)
+        alone.start(mdp.num_actions, mdp.gamma, runs=1, generator=torch.Generator())
+        alone.plan([run_counts])
+        torch.testing.assert_close(alone.logits[0], batch_logits[run], atol=1e-5, rtol=1e-5)
+        assert torch.equal(alone.greedy_policy()[0], batch_greedy[run])
+        # sampling: the same action distribution in every state, so the same actions from the same draws
+        for agent, logits in ((alone, alone.logits[0]), (batch_agent, batch_logits[run])):
+            agent.generator.manual_seed(11)
+            agent.logits = logits.expand(9, -1)
+        states = torch.arange(9)
+        assert torch.equal(alone.act(states), batch_agent.act(states))

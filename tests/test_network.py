@@ -226,15 +226,35 @@ def test_settle_stops_early_on_a_converged_input_and_respects_max_layers(generat
     data = mixed_batch(generator)
     net = converged_network()
     logits, used = net.settle(data, min_layers=3, max_layers=50)
-    assert used == 4  # first comparison possible after min_layers + 1 sweeps
-    torch.testing.assert_close(logits, net(data, num_layers=used), atol=0, rtol=0)
+    assert used.tolist() == [4] * data.num_graphs  # first comparison possible after min_layers + 1 sweeps
+    torch.testing.assert_close(logits, net(data, num_layers=4), atol=0, rtol=0)
 
     net = network().eval()  # an untrained block that has not converged after 5 sweeps
     logits, used = net.settle(data, min_layers=2, max_layers=5, tol=0.0)
-    assert used == 5
+    assert used.tolist() == [5] * data.num_graphs
     torch.testing.assert_close(logits, net(data, num_layers=5), atol=0, rtol=0)
     _, used = net.settle(data, min_layers=8, max_layers=5)
-    assert used == 5
+    assert used.tolist() == [5] * data.num_graphs
+
+
+def test_settle_stops_per_mdp_so_an_mdp_gets_the_same_policy_alone_and_in_a_batch(generator):
+    data = mixed_batch(generator)
+    net = network().eval()
+    logits, used = net.settle(data, min_layers=2, max_layers=60, tol=1e-3)
+    assert used.min() < used.max()  # the MDPs settle at different depths
+    sa_graph = data["state"].batch[data["state_action", "of", "state"].edge_index[1]]
+    for b, graph in enumerate(data.to_data_list()):
+        alone, used_alone = net.settle(graph, min_layers=2, max_layers=60, tol=1e-3)
+        assert used_alone.tolist() == [int(used[b])]
+        torch.testing.assert_close(logits[sa_graph == b], alone, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone, net(graph, num_layers=int(used[b])), atol=1e-5, rtol=1e-5)
+
+
+def test_settle_raises_on_non_finite_policies(generator):
+    data = mixed_batch(generator)
+    data["state_action"].x[0, 1] = float("nan")
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        network().eval().settle(data, min_layers=2, max_layers=50)
 
 
 def test_settle_stops_on_a_converged_input_with_confident_logits(generator):
@@ -243,7 +263,7 @@ def test_settle_stops_on_a_converged_input_with_confident_logits(generator):
     with torch.no_grad():
         net.head[-1].weight.mul_(1e4)  # logit gaps of hundreds: some probabilities underflow to 0
     _, used = net.settle(data, min_layers=3, max_layers=50)
-    assert used == 4
+    assert used.tolist() == [4] * data.num_graphs
 
 
 def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):

@@ -64,11 +64,12 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
     events = EventAccumulator(str(run), size_guidance={"images": 0})
     events.Reload()
     scalars = events.Tags()["scalars"]
-    assert "train/loss" in scalars and "val/normalized_value/gridworld_5x5" in scalars
+    assert "train/loss" in scalars and "val/normalized_value/val_frozenlake_5x5_slip03" in scalars
     assert {"val/normalized_value_by_source", "val/gridworld_policy"} <= set(events.Tags()["images"])
     assert main(["summary", str(run), "--json", str(tmp_path / "summary.json")]) == 0
     assert (
-        "val/normalized_value/gridworld_3x3" in json.loads((tmp_path / "summary.json").read_text())["scalars"]
+        "val/normalized_value/val_gridworld_4x4"
+        in json.loads((tmp_path / "summary.json").read_text())["scalars"]
     )
 
 
@@ -169,7 +170,7 @@ def test_cli_validate_and_test_report_per_benchmark_metrics(tmp_path, monkeypatc
 
     events = EventAccumulator(str(tmp_path / "lightning_logs" / "version_2"))
     events.Reload()
-    assert {"test/normalized_value/frozenlake_4x4_slip02", "test/loss/prior", "test/normalized_value"} <= set(
+    assert {"test/normalized_value/val_chain_10", "test/loss/prior", "test/normalized_value"} <= set(
         events.Tags()["scalars"]
     )
 

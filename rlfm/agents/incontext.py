@@ -74,7 +74,8 @@ class InContextAgent(Agent):
     def plan(self, counts: list[Counts]) -> None:
         batch = Batch.from_data_list(observation_graphs(counts, [self.gamma] * len(counts))).to(self.device)
         if self.num_layers is None:
-            logits, layers = self.network.settle(batch, max_layers=self.max_layers)
+            logits, sweeps = self.network.settle(batch, max_layers=self.max_layers)
+            layers = int(sweeps.max())
         else:
             logits, layers = self.network(batch, self.num_layers), self.num_layers
         self.layers_used.append(layers)

@@ -27,6 +27,7 @@ from rlfm.benchmarks.classic import (
 )
 from rlfm.benchmarks.gym_envs import cliffwalking, frozenlake, taxi
 from rlfm.benchmarks.reference import frozenlake_style, gridworld
+from rlfm.benchmarks.validation import VALIDATION
 from rlfm.mdp import TabularMDP
 
 BENCHMARKS: dict[str, Callable[[], TabularMDP]] = {
@@ -47,26 +48,32 @@ BENCHMARKS: dict[str, Callable[[], TabularMDP]] = {
     "garnet_50_5": garnet,
     "random_dense_20": random_dense,
 }
-"""Builders by name; each call builds a fresh MDP."""
+"""The reported benchmarks: builders by name; each call builds a fresh MDP."""
 
 SUITES: dict[str, tuple[str, ...]] = {
     "reference": ("gridworld_3x3", "gridworld_5x5", "frozenlake_4x4_slip02"),
     "standard": tuple(BENCHMARKS),
+    "validation": tuple(VALIDATION),
 }
+"""``reference`` and ``standard`` are for reporting; ``validation`` is for choosing and tuning and shares no
+MDP with them (:mod:`rlfm.benchmarks.validation`)."""
+REPORTED_SUITES = ("reference", "standard")
 
 
 def get_benchmark(name: str) -> TabularMDP:
-    """The benchmark MDP called ``name`` (see :data:`BENCHMARKS`)."""
-    if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
-    return BENCHMARKS[name]()
+    """The benchmark (or validation) MDP called ``name`` (see :data:`BENCHMARKS` and :data:`VALIDATION`)."""
+    builder = BENCHMARKS.get(name) or VALIDATION.get(name)
+    if builder is None:
+        raise KeyError(f"unknown benchmark {name!r}; choose from {sorted(BENCHMARKS) + sorted(VALIDATION)}")
+    return builder()
 
 
 def suite(name: str) -> list[TabularMDP]:
-    """The MDPs of the suite ``name``: ``reference`` (the published three) or ``standard`` (all)."""
+    """The MDPs of the suite ``name``: ``reference`` (the published three), ``standard`` (all reported
+    benchmarks) or ``validation`` (for tuning only)."""
     if name not in SUITES:
         raise KeyError(f"unknown suite {name!r}; choose from {sorted(SUITES)}")
     return [get_benchmark(benchmark) for benchmark in SUITES[name]]
 
 
-__all__ = ["BENCHMARKS", "SUITES", "get_benchmark", "suite"]
+__all__ = ["BENCHMARKS", "REPORTED_SUITES", "SUITES", "VALIDATION", "get_benchmark", "suite"]

@@ -1,4 +1,5 @@
-"""The published reference's three benchmarks (DESIGN §2), built from their definitions.
+"""The published reference's three benchmarks, built from their definitions (the grid builders also make
+other sizes and layouts, used by the validation set in :mod:`rlfm.benchmarks.validation`).
 
 Actions: 0 up, 1 down, 2 left, 3 right; a move off the grid stays in place. Start state 0, γ = 0.95.
 """
@@ -38,11 +39,17 @@ def gridworld(size: int, gamma: float = 0.95) -> TabularMDP:
 
 
 def frozenlake_style(
-    holes: tuple[int, ...] = (5, 7, 11, 12), goal: int = 15, slip: float = 0.2, gamma: float = 0.95
+    holes: tuple[int, ...] = (5, 7, 11, 12),
+    goal: int = 15,
+    slip: float = 0.2,
+    gamma: float = 0.95,
+    size: int = 4,
+    name: str = "frozenlake_4x4_slip02",
 ) -> TabularMDP:
-    """4 × 4 lake: the intended move w.p. 1 - slip, each perpendicular move w.p. slip / 2; entering the goal
-    pays +1 and entering a hole -1 (as expected rewards); holes and goal are absorbing."""
-    size, S = 4, 16
+    """size × size lake (default: the reference's 4 × 4): the intended move w.p. 1 - slip, each perpendicular
+    move w.p. slip / 2; entering the goal pays +1 and entering a hole -1 (as expected rewards); holes and
+    goal are absorbing."""
+    S = size * size
     absorbing = (*holes, goal)
     P = torch.zeros(S, 4, S, dtype=torch.float64)
     R = torch.zeros(S, 4, dtype=torch.float64)
@@ -56,6 +63,4 @@ def frozenlake_style(
                 nxt = _step(s, move, size, size)
                 P[s, a, nxt] += prob
                 R[s, a] += prob * (1.0 if nxt == goal else -1.0 if nxt in holes else 0.0)
-    return TabularMDP.from_dense(
-        P, R, gamma=gamma, start=0, terminal=list(absorbing), name="frozenlake_4x4_slip02"
-    )
+    return TabularMDP.from_dense(P, R, gamma=gamma, start=0, terminal=list(absorbing), name=name)

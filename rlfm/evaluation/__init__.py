@@ -1,4 +1,5 @@
-"""The evaluation protocols of DESIGN §4 with exact policy evaluation, and the ``rlfm benchmark`` command.
+"""The evaluation protocols (online and offline, defined in the README) with exact policy evaluation, and
+the ``rlfm benchmark`` command.
 
 - :mod:`rlfm.evaluation.online`: episodes-to-converge and cumulative regret while the agent explores;
 - :mod:`rlfm.evaluation.offline`: normalised value against dataset size for a fixed behaviour policy;

@@ -1,4 +1,4 @@
-"""The offline protocol (DESIGN §4): one fixed dataset per seed, the same counts for every method.
+"""The offline protocol: one fixed dataset per seed, the same counts for every method.
 
 A behaviour policy runs episodes of ``horizon`` steps from start states drawn from μ (a new episode starts
 after an absorbing state or ``horizon`` steps) until ``max(sizes)`` transitions are collected; the dataset

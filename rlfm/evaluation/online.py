@@ -1,4 +1,4 @@
-r"""The online protocol (DESIGN §4), all runs of an (MDP, agent) pair batched together.
+r"""The online protocol, all runs of an (MDP, agent) pair batched together.
 
 Counts start empty. The agent plans once from all data so far, acts for one episode of at most
 ``horizon`` steps from a start state drawn from μ (ending early on entering an absorbing state, which is

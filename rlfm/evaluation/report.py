@@ -1,5 +1,9 @@
 """Summaries, confidence intervals, the results file, the Markdown table and the plots of ``rlfm benchmark``.
 
+The online headline, ``episodes_to_converge``, is the median over **all** seeds, a seed that never converged
+counting as +∞ (null, shown as "> cap", when that median is infinite), with ``converged_seeds`` beside it
+and every seed's value in ``per_seed.episodes_to_converge`` (null = never).
+
 Confidence intervals are 95 % percentile bootstraps over seeds (2,000 resamples, fixed seed): of the mean
 for regret and normalised values, of the median for episodes-to-converge (seeds that never converged count
 as +∞, so a bound that falls on them is reported as null). Learning curves show the mean over seeds ±
@@ -56,6 +60,7 @@ def _finite(value: Tensor | float) -> float | None:
 
 
 def _median(values: Sequence[float]) -> float | None:
+    """The median, None if it is infinite (more than half the values are +∞) or there are no values."""
     if not values:
         return None
     return _finite(statistics.median(values))
@@ -80,15 +85,13 @@ def curve(scores: Tensor, digits: int = 4) -> dict[str, list[float]]:
 def summarize_online(run: OnlineRun, config: OnlineConfig, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The metrics of one setting over its seeds (see :mod:`rlfm.evaluation.online` for definitions)."""
     per_seed = run.episodes_to_converge(config)
-    converged = [e for e in per_seed if e is not None]
     censored = [float(e) if e is not None else math.inf for e in per_seed]
     regret = run.cumulative_regret
     return {
         "hyperparameters": hyperparameters,
-        "episodes_to_converge": _median(converged),
-        "converged_seeds": len(converged),
+        "episodes_to_converge": _median(censored),
+        "converged_seeds": sum(e is not None for e in per_seed),
         "seeds": len(per_seed),
-        "episodes_to_converge_censored": _median(censored),
         "episodes_to_converge_ci": bootstrap_ci(censored, "median"),
         "cumulative_regret": float(regret.mean()),
         "cumulative_regret_std": float(regret.std(correction=1)) if regret.numel() > 1 else 0.0,
@@ -103,9 +106,9 @@ def summarize_online(run: OnlineRun, config: OnlineConfig, hyperparameters: dict
 
 
 def online_key(summary: dict[str, Any]) -> tuple[float, int, float]:
-    """Sort key of the best setting: the median episodes-to-converge with never-converged seeds as +∞
-    (the headline), then more converged seeds, then lower cumulative regret."""
-    median = summary["episodes_to_converge_censored"]
+    """Sort key of the best setting: the headline median episodes-to-converge (never-converged seeds as
+    +∞), then more converged seeds, then lower cumulative regret."""
+    median = summary["episodes_to_converge"]
     return (math.inf if median is None else median, -summary["converged_seeds"], summary["cumulative_regret"])
 
 
@@ -180,6 +183,11 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _episodes(median: float | None, cap: int) -> str:
+    """The headline median episodes-to-converge, "> cap" where it is infinite."""
+    return f"> {cap}" if median is None else f"{median:.1f}"
+
+
 def _setting(hyperparameters: dict[str, Any]) -> str:
     shown = {k: v for k, v in hyperparameters.items() if k != "checkpoint"}
     return ", ".join(f"{k}={v}" for k, v in shown.items()) or "—"
@@ -191,8 +199,9 @@ def markdown_table(mode: str, records: list[dict[str, Any]], metadata: dict[str,
     if mode == "online":
         config = metadata["protocol"]
         lines += [
-            f"Episodes to converge: median over converged seeds (first episode of {config['window']} in a row "
-            f"scoring ≥ {config['threshold']}), 95 % bootstrap CI of the median (never = ∞). Cumulative regret "
+            f"Episodes to converge: median over all seeds, a seed that never converged counting as ∞ "
+            f'("> {config["episodes"]}" when the median is; first episode of {config["window"]} in a row '
+            f"scoring ≥ {config['threshold']}), 95 % bootstrap CI of the median. Cumulative regret "
             f"over {config['episodes']} episodes (1 ≈ one episode of uniformly random play), mean [95 % CI].",
             "",
             "| env | agent | setting | episodes to converge | CI | converged | cumulative regret | final value |",
@@ -202,7 +211,7 @@ def markdown_table(mode: str, records: list[dict[str, Any]], metadata: dict[str,
             lo, hi = r["episodes_to_converge_ci"]
             rlo, rhi = r["cumulative_regret_ci"]
             lines.append(
-                f"| {r['env']} | {r['agent']} | {_setting(r['hyperparameters'])} | {_fmt(r['episodes_to_converge'])}"
+                f"| {r['env']} | {r['agent']} | {_setting(r['hyperparameters'])} | {_episodes(r['episodes_to_converge'], r['episodes'])}"
                 f" | [{_fmt(lo)}, {_fmt(hi)}] | {r['converged_seeds']}/{r['seeds']} | {r['cumulative_regret']:.1f}"
                 f" [{_fmt(rlo)}, {_fmt(rhi)}] | {r['final_normalized_value']:.3f} |"
             )
@@ -218,7 +227,7 @@ def markdown_table(mode: str, records: list[dict[str, Any]], metadata: dict[str,
                 for s in r["grid"]:
                     lines.append(
                         f"| {r['env']} | {r['agent']} | {_setting(s['hyperparameters'])}"
-                        f" | {_fmt(s['episodes_to_converge'])} | {s['converged_seeds']}/{s['seeds']}"
+                        f" | {_episodes(s['episodes_to_converge'], r['episodes'])} | {s['converged_seeds']}/{s['seeds']}"
                         f" | {s['cumulative_regret']:.1f} |"
                     )
     else:

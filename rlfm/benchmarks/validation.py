@@ -1,0 +1,64 @@
+"""The validation MDPs: hand-built MDPs that belong to no reported suite, for choosing and tuning.
+
+Everything that selects something for rlfm (the ``best-{step}`` checkpoint, the target temperature, the
+acting temperature, prior weights) is judged on these and on fresh draws from the training prior, never on
+the ``reference`` or ``standard`` suites of ``rlfm benchmark``, which are for reporting only. They are of
+the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs) but of other sizes,
+layouts and parameters; :func:`check_disjoint` asserts that no validation MDP equals a reported one.
+
+``rlfm benchmark --suite validation`` runs the protocols on them (for tuning the agent's settings).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
+
+from rlfm.benchmarks.classic import garnet, nchain, walled_gridworld
+from rlfm.benchmarks.reference import frozenlake_style, gridworld
+from rlfm.mdp import TabularMDP
+
+ROOMS_7X7 = (
+    "S..#...",
+    "...#...",
+    ".......",
+    "##.####",
+    "...#...",
+    ".......",
+    "...#..G",
+)
+
+VALIDATION: dict[str, Callable[[], TabularMDP]] = {
+    "val_gridworld_4x4": lambda: _renamed(gridworld(4), "val_gridworld_4x4"),
+    "val_frozenlake_5x5_slip03": partial(
+        frozenlake_style, holes=(6, 8, 13, 16), goal=24, slip=0.3, size=5, name="val_frozenlake_5x5_slip03"
+    ),
+    "val_chain_10": lambda: _renamed(nchain(10, slip=0.1, gamma=0.95), "val_chain_10"),
+    "val_rooms_7x7": partial(walled_gridworld, ROOMS_7X7, gamma=0.97, name="val_rooms_7x7"),
+    "val_garnet_30_3": lambda: _renamed(garnet(30, 3, 3, seed=7, gamma=0.9), "val_garnet_30_3"),
+}
+"""Builders by name; each call builds a fresh MDP."""
+
+
+def _renamed(mdp: TabularMDP, name: str) -> TabularMDP:
+    return replace(mdp, name=name, check=False)
+
+
+def validation_mdp(name: str) -> TabularMDP:
+    """The validation MDP called ``name`` (see :data:`VALIDATION`)."""
+    if name not in VALIDATION:
+        raise KeyError(f"unknown validation MDP {name!r}; choose from {sorted(VALIDATION)}")
+    return VALIDATION[name]()
+
+
+def same_mdp(a: TabularMDP, b: TabularMDP) -> bool:
+    """True if ``a`` and ``b`` have the same states, actions, transitions, rewards and discount."""
+    return (
+        a.num_actions.equal(b.num_actions)
+        and a.transition_sa.equal(b.transition_sa)
+        and a.transition_next.equal(b.transition_next)
+        and a.transition_prob.allclose(b.transition_prob)
+        and a.reward.allclose(b.reward)
+        and a.gamma == b.gamma
+    )
