@@ -2,10 +2,13 @@
 
 - ``rlfm fit | validate | test --config configs/….yaml``: Lightning's CLI over :class:`~rlfm.system.PolicyLearner`
   and a LightningDataModule (``datamodules.PriorDataModule``); TensorBoard logs go to ``lightning_logs/``.
+  Lightning's ``predict`` is not offered: :func:`rlfm.predict_policy` is the prediction entry point.
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
 - ``rlfm speed prior | model``: data and model throughput benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
 - ``rlfm summary RUN_DIR``: a run's last validation and test numbers, read from its TensorBoard events.
+
+``rlfm --help`` lists them. Bad input is one line on stderr and exit status 2.
 """
 
 from __future__ import annotations
@@ -18,7 +21,23 @@ from lightning.pytorch.cli import LightningCLI
 # Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, and not ours to fix.
 warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+LIGHTNING_COMMANDS = ("fit", "validate", "test")  # no `predict`: use rlfm.predict_policy or `rlfm benchmark`
+COMMANDS = {
+    "fit": "train a network on MDPs from the prior (Lightning; --config configs/....yaml)",
+    "validate": "score a checkpoint on the validation MDPs (Lightning; --ckpt_path)",
+    "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
+    "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
+    "speed": "measure data and model throughput (prior | model)",
+    "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
+    "summary": "print a run's last validation and test numbers (RUN_DIR)",
+}
+USAGE = (
+    "usage: rlfm {"
+    + ",".join(COMMANDS)
+    + "} ...\n\ncommands:\n"
+    + "".join(f"  {name:<10} {line}\n" for name, line in COMMANDS.items())
+    + "\n`rlfm COMMAND --help` describes a command's options."
+)
 
 
 class RlfmCLI(LightningCLI):
@@ -44,28 +63,45 @@ def main(args: list[str] | None = None) -> int | None:
     """Entry point of the ``rlfm`` console script; ``args`` defaults to ``sys.argv[1:]``."""
     argv = list(sys.argv[1:] if args is None else args)
     command = argv[0] if argv else ""
-    if command == "benchmark":
-        from rlfm.evaluation.command import benchmark_main
-
-        return benchmark_main(argv[1:])
-    if command == "speed":
-        from rlfm.speed import speed_main
-
-        return speed_main(argv[1:])
-    if command == "export":
-        from rlfm.pretrained import export_main
-
-        return export_main(argv[1:])
-    if command == "summary":
-        from rlfm.summary import summary_main
-
-        return summary_main(argv[1:])
-    if command and command not in LIGHTNING_COMMANDS and not command.startswith("-"):
+    if command in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    if command not in COMMANDS:
+        problem = f"unknown command {command!r}" if command else "no command given"
+        hint = "; predict with rlfm.predict_policy(counts, gamma) in Python" if command == "predict" else ""
         print(
-            f"rlfm: unknown command {command!r}; use fit, validate, test, benchmark, speed, export or summary",
+            f"rlfm: error: {problem}{hint} (commands: {', '.join(COMMANDS)}; see rlfm --help)",
             file=sys.stderr,
         )
         return 2
+    if command in LIGHTNING_COMMANDS:
+        return _lightning(None if args is None else argv)  # None: Lightning reads sys.argv itself
+    try:
+        return _rlfm_command(command, argv[1:])
+    except (ValueError, OSError) as error:  # bad input found below the command's own checks
+        print(f"rlfm {command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _rlfm_command(command: str, argv: list[str]) -> int:
+    if command == "benchmark":
+        from rlfm.evaluation.command import benchmark_main
+
+        return benchmark_main(argv)
+    if command == "speed":
+        from rlfm.speed import speed_main
+
+        return speed_main(argv)
+    if command == "export":
+        from rlfm.pretrained import export_main
+
+        return export_main(argv)
+    from rlfm.summary import summary_main
+
+    return summary_main(argv)
+
+
+def _lightning(argv: list[str] | None) -> None:
     from datamodules import PriorDataModule
     from rlfm.system import PolicyLearner
 
@@ -76,9 +112,8 @@ def main(args: list[str] | None = None) -> int | None:
         subclass_mode_data=True,
         seed_everything_default=0,
         save_config_kwargs={"overwrite": True},
-        args=None if args is None else argv,
+        args=argv,
     )
-    return None
 
 
 if __name__ == "__main__":

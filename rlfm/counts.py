@@ -7,12 +7,23 @@ reward r̂(s, a)), plus the states seen to end an episode. The size does not dep
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
-from rlfm.mdp import TabularMDP, action_ptr
+from rlfm.mdp import (
+    TabularMDP,
+    action_ptr,
+    check_num_actions,
+    index_tensor,
+    integer_tensor,
+    numeric_tensor,
+    real_tensor,
+)
+
+SAFE_REWARD = 1e150  # |rewards| below this cannot overflow a float64 sum (fewer than 1e158 of them)
 
 
 @dataclass
@@ -43,7 +54,8 @@ class Counts:
 
     @classmethod
     def empty(cls, num_actions: Tensor | list[int]) -> Counts:
-        num_actions = torch.as_tensor(num_actions, dtype=torch.long)
+        """No experience yet, for states with ``num_actions`` (S,) actions each (S ≥ 1, every entry ≥ 1)."""
+        num_actions = check_num_actions(num_actions)
         SA = int(num_actions.sum())
         return cls(num_actions, torch.zeros(SA, dtype=torch.long), torch.zeros(SA, dtype=torch.float64))
 
@@ -105,11 +117,23 @@ class Counts:
         next_state: Tensor | int,
         terminated: Tensor | bool = False,
     ) -> Counts:
-        """Add one transition or a batch of them (1-D tensors); returns ``self``."""
-        state = torch.as_tensor(state, dtype=torch.long).reshape(-1)
-        action = torch.as_tensor(action, dtype=torch.long).reshape(-1)
-        if (action < 0).any() or (action >= self.num_actions[state]).any():
-            raise ValueError("an action is out of range for its state")
+        """Add one transition or a batch of them (1-D, each of length N or 1); returns ``self``.
+
+        ``state`` and ``next_state`` are integer indices in [0, S), ``action`` an integer in
+        [0, num_actions[state]), ``reward`` a finite real number and ``terminated`` a bool (or 0 / 1). Anything
+        else is a ``ValueError`` and leaves the counts unchanged.
+        """
+        state = index_tensor("state", state, self.num_states, "states").reshape(-1)
+        action = integer_tensor("action", action).reshape(-1)
+        state, action = _same_length(state=state, action=action)
+        bad = (action < 0) | (action >= self.num_actions[state])
+        if bad.any():
+            i = int(torch.nonzero(bad)[0])
+            s = int(state[i])
+            raise ValueError(
+                f"action {int(action[i])} is out of range in state {s}, which has actions"
+                f" 0 .. {int(self.num_actions[s]) - 1}"
+            )
         return self.add(self.action_ptr[state] + action, next_state, reward, terminated)
 
     def add(
@@ -119,22 +143,63 @@ class Counts:
         reward: Tensor | float,
         terminated: Tensor | bool = False,
     ) -> Counts:
-        """Add transitions given by state-action index ``sa`` (N,); returns ``self``."""
-        sa = torch.as_tensor(sa, dtype=torch.long).reshape(-1)
-        next_state = torch.as_tensor(next_state, dtype=torch.long).reshape(-1).expand_as(sa)
-        reward = torch.as_tensor(reward, dtype=torch.float64).reshape(-1).expand(sa.shape)
-        terminated = torch.as_tensor(terminated, dtype=torch.bool).reshape(-1).expand(sa.shape)
+        """Add transitions given by state-action index ``sa`` (N,) (see :meth:`update`); returns ``self``."""
+        sa = index_tensor("sa", sa, self.num_state_actions, "state-action pairs")
+        next_state = index_tensor("next_state", next_state, self.num_states, "states")
+        reward = real_tensor("reward", reward)
+        terminated = _flags("terminated", terminated)
+        sa, next_state, reward, terminated = _same_length(
+            sa=sa, next_state=next_state, reward=reward, terminated=terminated
+        )
         if sa.numel() == 0:
             return self
+        largest = float(reward.abs().max())  # NaN if any reward is NaN
+        if not math.isfinite(largest):
+            bad = float(reward[~torch.isfinite(reward)][0])
+            raise ValueError(f"reward must be a finite number, got {bad}")
+        reward_sum = self.reward_sum.index_add(0, sa, reward)
+        if largest > SAFE_REWARD and not torch.isfinite(reward_sum).all():
+            raise ValueError(f"rewards of magnitude {largest:.3g} overflow the float64 reward sums")
         self.sa_count.index_add_(0, sa, torch.ones_like(sa))
-        self.reward_sum.index_add_(0, sa, reward)
-        self.max_abs_reward = max(self.max_abs_reward, float(reward.abs().max()))
+        self.reward_sum = reward_sum
+        self.max_abs_reward = max(self.max_abs_reward, largest)
         self.terminal[next_state[terminated]] = True
         keys = torch.cat([self.transition_key, sa * self.num_states + next_state])
         counts = torch.cat([self.transition_count, torch.ones_like(sa)])
         self.transition_key, inverse = torch.unique(keys, sorted=True, return_inverse=True)
         self.transition_count = torch.zeros_like(self.transition_key).index_add_(0, inverse, counts)
         return self
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first inconsistency (shapes, ranges, non-finite sums)."""
+        check_num_actions(self.num_actions)
+        S, SA = self.num_states, int(self.num_actions.sum())
+        for name in ("sa_count", "reward_sum"):
+            if getattr(self, name).shape != (SA,):
+                raise ValueError(f"{name} must have shape ({SA},), got {tuple(getattr(self, name).shape)}")
+        if self.sa_count.is_floating_point() or (self.sa_count < 0).any():
+            raise ValueError("sa_count must hold non-negative integers")
+        if not torch.isfinite(self.reward_sum).all():
+            raise ValueError("reward_sum holds a value that is not finite")
+        if self.terminal is None or self.terminal.shape != (S,) or self.terminal.dtype != torch.bool:
+            raise ValueError(f"terminal must be a bool tensor of shape ({S},)")
+        key, count = self.transition_key, self.transition_count
+        if key.dim() != 1 or key.shape != count.shape:
+            raise ValueError("transition_key and transition_count must be 1-D of the same length")
+        if key.numel():
+            index_tensor("transition_key", key, SA * S, "keys sa * S + s'")
+            if (key[1:] <= key[:-1]).any():
+                raise ValueError("transition_key must be sorted without duplicates")
+            if (count < 1).any():
+                raise ValueError("transition_count must be at least 1 for every stored key")
+        per_pair = torch.zeros(SA, dtype=torch.long).index_add_(0, key // S, count.long())
+        if not torch.equal(per_pair, self.sa_count.long()):
+            sa = int(torch.nonzero(per_pair != self.sa_count.long())[0])
+            raise ValueError(
+                f"pair {sa} has sa_count {int(self.sa_count[sa])} but {int(per_pair[sa])} counted successors"
+            )
+        if not 0 <= self.max_abs_reward < float("inf"):
+            raise ValueError(f"max_abs_reward must be finite and non-negative, got {self.max_abs_reward}")
 
     def copy(self) -> Counts:
         return replace(
@@ -151,3 +216,29 @@ class Counts:
             f"Counts(states={self.num_states}, state_actions={self.num_state_actions},"
             f" observed={self.num_observed}, successors={self.transition_key.numel()})"
         )
+
+
+def _flags(name: str, value: Tensor | bool) -> Tensor:
+    """``value`` as a bool tensor; integers must be 0 or 1, floats are a ``ValueError``."""
+    flags = numeric_tensor(name, value)
+    if flags.dtype == torch.bool:
+        return flags
+    if flags.is_floating_point() or not bool(((flags == 0) | (flags == 1)).all()):
+        raise ValueError(
+            f"{name} must hold booleans (or 0 / 1), got {str(flags.dtype).removeprefix('torch.')} values"
+        )
+    return flags.bool()
+
+
+def _same_length(**values: Tensor) -> list[Tensor]:
+    """The flattened ``values``, those of one element repeated to the common length N of the others."""
+    flat = {name: value.reshape(-1) for name, value in values.items()}
+    lengths = {value.shape[0] for value in flat.values()}
+    if len(lengths) == 1:
+        return list(flat.values())
+    lengths.discard(1)
+    if len(lengths) > 1:
+        given = ", ".join(f"{name}: {value.numel()}" for name, value in flat.items())
+        raise ValueError(f"the transitions' fields have different lengths ({given}); give 1 or N values each")
+    n = lengths.pop() if lengths else 1
+    return [value.expand(n) for value in flat.values()]

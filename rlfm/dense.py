@@ -265,8 +265,7 @@ class DensePolicyNetwork(nn.Module):
         padded."""
         net = self.network
         K = net.num_layers if num_layers is None else num_layers
-        x_state = net.encode_state(batch.x_state)  # [B, S, d]
-        x_sa = net.encode_state_action(batch.x_sa)  # [B, S, A, d]
+        x_state, x_sa = net.encode(batch.x_state, batch.x_sa)  # [B, S, d], [B, S, A, d]
         h_state, h_sa = x_state, x_sa
         for _ in range(K):
             h_state, h_sa = self.block(h_state, h_sa, x_state, x_sa, batch)

@@ -16,8 +16,21 @@ An *MDP graph* (:func:`mdp_graph`) holds the true model: ``to.prob`` (E,), ``sta
 ``state.start`` and ``state.terminal`` (S,), and the graph-level ``gamma`` and ``reward_noise`` (1,).
 
 An *observation graph* (:func:`observation_graph`) holds what was observed and is the network's input:
-``state_action.x`` (SA, 6), ``state.x`` (S, 6) and ``to.edge_attr`` / ``from.edge_attr`` (E, 2) with
-columns ``[P̂(s'|s,a), log(1 + N(s,a,s'))]``. It also carries ``to.prob`` = P̂ and ``state_action.reward`` =
+``state_action.x`` (SA, 12), ``state.x`` (S, 8) and ``to.edge_attr`` / ``from.edge_attr`` (E, 2) with
+columns ``[P̂(s'|s,a), log(1 + N(s,a,s'))]``. The first six columns of each node type are statistics of
+the counts; the rest are what two exact planners make of them (:data:`PLANNER_FEATURES`): certainty
+equivalence, value iteration on (r̂, P̂) with unvisited pairs worth 0, and an optimistic planner whose
+unvisited pairs are worth the largest value 1 / (1 - γ) and whose visited pairs get a bonus 1 / sqrt(N),
+
+.. math::
+    Q^{ce}(s,a) = \hat r(s,a) + \gamma \textstyle\sum_{s'} \hat P(s' \mid s,a) \max_{a'} Q^{ce}(s',a'),
+    \qquad Q^{+}(s,a) = \hat r(s,a) + N(s,a)^{-1/2} + \gamma \textstyle\sum_{s'} \hat P(s' \mid s,a)
+    \max_{a'} Q^{+}(s',a'),
+
+each given as its value (1 - γ)·Q, its advantage relative to the state's range of action values (0 for the
+best action, -1 for the worst) and whether the action is greedy. Exact sparse value iteration carries
+values along paths of any length, so the network does not have to rediscover the Bellman backup; its
+learned sweeps reason about what the data leave uncertain. It also carries ``to.prob`` = P̂ and ``state_action.reward`` =
 r̂ / scale, so the exact solvers plan on it directly (certainty equivalence). With the true MDP at hand it
 gets targets: ``state_action.q_star`` (Q* / scale) and ``state_action.target`` = softmax(Q* / (scale·τ)).
 Edges grow with observed transitions plus S·A, never with S²·A.
@@ -42,10 +55,37 @@ OF = (STATE_ACTION, "of", STATE)
 TO = (STATE_ACTION, "to", STATE)
 FROM = (STATE, "from", STATE_ACTION)
 
-STATE_ACTION_FEATURES = ("log1p_count", "reward", "visited", "inv_sqrt_count", "log1p_successors", "horizon")
-STATE_FEATURES = ("log1p_count", "log1p_entries", "tried_fraction", "terminal", "log_num_actions", "horizon")
+COUNT_FEATURES = 6  # the first columns of both node types: statistics of the counts
+PLANNER_FEATURES = (
+    "ce_value",
+    "ce_advantage",
+    "ce_greedy",
+    "optimistic_value",
+    "optimistic_advantage",
+    "optimistic_greedy",
+)
+STATE_ACTION_FEATURES = (
+    "log1p_count",
+    "reward",
+    "visited",
+    "inv_sqrt_count",
+    "log1p_successors",
+    "horizon",
+    *PLANNER_FEATURES,
+)
+STATE_FEATURES = (
+    "log1p_count",
+    "log1p_entries",
+    "tried_fraction",
+    "terminal",
+    "log_num_actions",
+    "horizon",
+    "ce_value",
+    "optimistic_value",
+)
 EDGE_FEATURES = ("p_hat", "log1p_count")
 MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
+PLANNER_TOLERANCE = 1e-6  # accuracy of the planners' values, in units of the largest observed |reward|
 # τ of the training target softmax(Q* / τ), on the normalised reward scale. Sharper than the reference's
 # 0.2, at which the small Q-gaps of slippery MDPs (FrozenLake's) give nearly flat targets.
 TARGET_TEMPERATURE = 0.05
@@ -69,6 +109,53 @@ def horizon_feature(gamma: float | Tensor) -> float | Tensor:
     if isinstance(gamma, Tensor):
         return torch.log(1.0 / (1.0 - gamma)) / math.log(MAX_HORIZON)
     return math.log(1.0 / (1.0 - gamma)) / math.log(MAX_HORIZON)
+
+
+def planner_features(
+    reward: Tensor,
+    sa_count: Tensor,
+    edge_sa: Tensor,
+    edge_next: Tensor,
+    p_hat: Tensor,
+    sa_state: Tensor,
+    terminal: Tensor,
+    gamma: Tensor,
+    state_graph: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """The planner columns of a disjoint union of observation graphs (see the module docstring).
+
+    Args:
+        reward: (SA,) r̂ / scale; sa_count: (SA,) N(s, a); edge_sa, edge_next, p_hat: (E,) observed successors
+        (global indices) and P̂; sa_state: (SA,) state of each pair; terminal: (S,) states seen to end an
+        episode (worth 0 to both planners); gamma: (B,); state_graph: (S,).
+    Returns:
+        (SA, 6) state-action columns and (S, 2) state columns, float64.
+    """
+    from rlfm.solve import MDPArrays, value_iteration  # rlfm.solve reads this module's schema
+
+    S = state_graph.numel()
+    sa_graph = state_graph[sa_state]
+    horizon = 1.0 / (1.0 - gamma)  # (B,) the largest value, in units of the reward scale
+    ended = terminal[sa_state]  # pairs of states seen to end an episode: worth 0, no successors
+    keep = ~ended[edge_sa]
+    edge_sa, edge_next, p_hat = edge_sa[keep], edge_next[keep], p_hat[keep]
+    optimistic_reward = torch.where(sa_count > 0, reward + sa_count.clamp(min=1).rsqrt(), horizon[sa_graph])
+    columns_sa, columns_state = [], []
+    for r in (reward.masked_fill(ended, 0.0), optimistic_reward.masked_fill(ended, 0.0)):
+        arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, r, gamma, state_graph, sa_graph, S)
+        q, v = value_iteration(arrays, tol=PLANNER_TOLERANCE)
+        best, worst = (scatter_reduce(q, sa_state, S, how) for how in ("amax", "amin"))
+        spread = (best - worst)[sa_state]
+        advantage = torch.where(spread > PLANNER_TOLERANCE, (q - best[sa_state]) / spread, 0.0)
+        greedy = (q >= best[sa_state] - PLANNER_TOLERANCE).double()
+        columns_sa += [q / horizon[sa_graph], advantage, greedy]
+        columns_state.append(v / horizon[state_graph])
+    return torch.stack(columns_sa, dim=1), torch.stack(columns_state, dim=1)
+
+
+def scatter_reduce(values: Tensor, index: Tensor, size: int, how: str) -> Tensor:
+    """(size,) ``how`` ("amax", "amin", "sum", "mean") of ``values`` grouped by ``index``."""
+    return values.new_zeros(size).scatter_reduce(0, index, values, how, include_self=False)
 
 
 def mdp_graph(mdp: TabularMDP) -> HeteroData:
@@ -130,8 +217,33 @@ def observation_graphs(
     p_hat = edge_count / sa_count[edge_sa]
     horizon = horizon_feature(torch.tensor(gammas, dtype=torch.float64)).to(dtype)
     successors = torch.zeros(SA, dtype=dtype).index_add_(0, edge_sa, torch.ones_like(edge_count))
-    sa_x = torch.stack(
-        [sa_count.log1p(), reward, visited, (1 + sa_count).rsqrt(), successors.log1p(), horizon[sa_graph]],
+    gamma = torch.tensor(gammas, dtype=torch.float64)
+    planner_sa, planner_state = planner_features(
+        reward.double(),
+        sa_count.double(),
+        edge_sa,
+        edge_next,
+        p_hat.double(),
+        sa_state,
+        terminal,
+        gamma,
+        state_graph,
+    )
+    sa_x = torch.cat(
+        [
+            torch.stack(
+                [
+                    sa_count.log1p(),
+                    reward,
+                    visited,
+                    (1 + sa_count).rsqrt(),
+                    successors.log1p(),
+                    horizon[sa_graph],
+                ],
+                dim=1,
+            ),
+            planner_sa.to(dtype),
+        ],
         dim=1,
     )
     state_count = torch.zeros(S, dtype=dtype).index_add_(0, sa_state, sa_count)
@@ -149,6 +261,7 @@ def observation_graphs(
         ],
         dim=1,
     )
+    state_x = torch.cat([state_x, planner_state.to(dtype)], dim=1)
     edge_attr = torch.stack([p_hat, edge_count.log1p()], dim=1)
     sa_state_local = sa_state - state_ptr[sa_graph]
     sa_local = torch.arange(SA) - sa_ptr[sa_graph]

@@ -8,6 +8,8 @@ transition probabilities, never with S²·A.
 
 from __future__ import annotations
 
+import zipfile
+import zlib
 from dataclasses import InitVar, dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from torch import Tensor
 
 ROW_SUM_TOLERANCE = 1e-6
+NPZ_FIELDS = ("P", "R", "gamma", "start", "terminal", "num_actions")
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,8 +145,8 @@ class TabularMDP:
             raise ValueError(f"start distribution sums to {float(self.start.sum()):.6g}, not 1")
         if self.terminal.shape != (S,) or self.terminal.dtype != torch.bool:
             raise ValueError(f"terminal must be a bool tensor of shape ({S},)")
-        if not self.reward_noise >= 0:
-            raise ValueError(f"reward_noise must be non-negative, got {self.reward_noise}")
+        if not 0 <= self.reward_noise < float("inf"):
+            raise ValueError(f"reward_noise must be finite and non-negative, got {self.reward_noise}")
         self._check_absorbing()
 
     def _pair(self, sa: int) -> tuple[int, int]:
@@ -156,12 +159,21 @@ class TabularMDP:
         on_terminal = self.terminal[self.sa_state]
         edge_on_terminal = on_terminal[self.transition_sa]
         stays = self.transition_next[edge_on_terminal] == self.sa_state[self.transition_sa[edge_on_terminal]]
-        if not torch.all(stays | (self.transition_prob[edge_on_terminal] == 0)):
-            s = int(self.sa_state[self.transition_sa[edge_on_terminal][~stays][0]])
-            raise ValueError(f"terminal state {s} is not absorbing: an action leaves it")
+        leaves = ~stays & (self.transition_prob[edge_on_terminal] != 0)
+        if leaves.any():
+            e = int(torch.nonzero(edge_on_terminal).squeeze(1)[leaves][0])
+            s, a = self._pair(int(self.transition_sa[e]))
+            raise ValueError(
+                f"terminal state {s} is not absorbing: action {a} leads to state"
+                f" {int(self.transition_next[e])} with probability {float(self.transition_prob[e]):.6g}"
+                " (a terminal state must stay put with probability 1 and pay reward 0)"
+            )
         if (self.reward[on_terminal] != 0).any():
-            s = int(self.sa_state[torch.nonzero(on_terminal & (self.reward != 0))[0]])
-            raise ValueError(f"terminal state {s} must have reward 0")
+            sa = int(torch.nonzero(on_terminal & (self.reward != 0))[0])
+            s, a = self._pair(sa)
+            raise ValueError(
+                f"terminal state {s} must have reward 0, but r(s={s}, a={a}) = {float(self.reward[sa]):.6g}"
+            )
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -174,26 +186,35 @@ class TabularMDP:
         reward: Tensor,
         gamma: float = 0.95,
         start: Tensor | int = 0,
-        terminal: Tensor | None = None,
+        terminal: Tensor | list[int] | None = None,
         reward_noise: float = 0.0,
         name: str = "mdp",
         check: bool = True,
+        make_absorbing: bool = True,
     ) -> TabularMDP:
         """Build from unsorted (sa, s', p) lists; duplicate (sa, s') entries are summed.
 
-        Terminal states are made absorbing (their transitions and rewards are replaced).
+        Args:
+            start: a state index or a distribution (S,) (see :func:`start_distribution`).
+            terminal: a bool mask (S,) or integer state indices (see :func:`state_mask`).
+            make_absorbing: replace the transitions and rewards of the terminal states by a self-loop that
+                pays 0 (what the generators of the prior rely on). ``False``: a terminal state that is not
+                already absorbing with reward 0 is a ``ValueError``.
         """
-        num_actions = torch.as_tensor(num_actions, dtype=torch.long)
+        num_actions = check_num_actions(num_actions)
         S = num_actions.numel()
-        sa = torch.as_tensor(sa, dtype=torch.long)
-        next_state = torch.as_tensor(next_state, dtype=torch.long)
-        prob = torch.as_tensor(prob, dtype=torch.float64)
-        reward = torch.as_tensor(reward, dtype=torch.float64).clone()
         SA = int(num_actions.sum())
-        _check_range("sa", sa, SA, "state-action pairs")
-        _check_range("next_state", next_state, S, "states")
-        terminal_mask = _state_mask(terminal, S)
-        if terminal_mask.any():
+        sa = index_tensor("sa", sa, SA, "state-action pairs").reshape(-1)
+        next_state = index_tensor("next_state", next_state, S, "states").reshape(-1)
+        prob = real_tensor("prob", prob).reshape(-1)
+        reward = real_tensor("reward", reward).reshape(-1).clone()
+        if not sa.shape == next_state.shape == prob.shape:
+            raise ValueError(
+                f"sa, next_state and prob must have the same length, got {sa.numel()}, {next_state.numel()}"
+                f" and {prob.numel()}"
+            )
+        terminal_mask = state_mask(terminal, S)
+        if make_absorbing and terminal_mask.any():
             sa_state = torch.repeat_interleave(torch.arange(S), num_actions)
             keep = ~terminal_mask[sa_state[sa]]
             absorbing_sa = torch.nonzero(terminal_mask[sa_state]).squeeze(1)
@@ -212,8 +233,8 @@ class TabularMDP:
             transition_next=unique_key % S,
             transition_prob=merged,
             reward=reward,
-            start=_start_distribution(start, S),
-            gamma=float(gamma),
+            start=start_distribution(start, S),
+            gamma=check_gamma(gamma) if check else float(gamma),
             terminal=terminal_mask,
             reward_noise=float(reward_noise),
             name=name,
@@ -231,26 +252,31 @@ class TabularMDP:
         num_actions: Tensor | list[int] | None = None,
         name: str = "mdp",
     ) -> TabularMDP:
-        """Build from dense arrays ``P`` (S, A, S) and ``R`` (S, A).
+        """Build from dense real arrays ``P`` (S, A, S) and ``R`` (S, A).
 
         Args:
-            num_actions: (S,) actions per state; state s uses actions ``0 .. num_actions[s] - 1`` of the
-                padded arrays (default: all A).
-            terminal: absorbing states, as a bool mask (S,) or a list of indices. Default: the states whose
-                every action stays put with probability 1 and reward 0 (they end an episode when entered).
+            gamma: one real number in (0, 1).
+            start: a state index or a distribution (S,) (see :func:`start_distribution`).
+            terminal: absorbing states, as a bool mask (S,) or integer state indices (see :func:`state_mask`);
+                each must already stay put with probability 1 and pay reward 0 (else ``ValueError``).
+                Default: the states whose every action stays put with probability 1 and reward 0.
+            num_actions: (S,) integers; state s uses actions ``0 .. num_actions[s] - 1`` of the padded
+                arrays (default: all A).
         """
-        P = torch.as_tensor(np.asarray(P), dtype=torch.float64)
-        R = torch.as_tensor(np.asarray(R), dtype=torch.float64)
+        P = real_tensor("P", P)
+        R = real_tensor("R", R)
         if P.dim() != 3 or P.shape[0] != P.shape[2]:
             raise ValueError(f"P must have shape (S, A, S), got {tuple(P.shape)}")
         S, A, _ = P.shape
+        if S == 0 or A == 0:
+            raise ValueError(f"P has shape {tuple(P.shape)}; an MDP needs at least one state and one action")
         if R.shape != (S, A):
             raise ValueError(f"R must have shape (S, A) = ({S}, {A}), got {tuple(R.shape)}")
-        if num_actions is None:
-            num_actions = torch.full((S,), A, dtype=torch.long)
-        num_actions = torch.as_tensor(num_actions, dtype=torch.long)
-        if num_actions.shape != (S,) or (num_actions > A).any():
-            raise ValueError(f"num_actions must have shape ({S},) with entries at most A = {A}")
+        gamma = check_gamma(gamma)
+        num_actions = check_num_actions(torch.full((S,), A) if num_actions is None else num_actions, S)
+        if (num_actions > A).any():
+            s = int(torch.nonzero(num_actions > A)[0])
+            raise ValueError(f"num_actions[{s}] = {int(num_actions[s])}, but P has only A = {A} actions")
         valid = torch.arange(A) < num_actions[:, None]  # (S, A)
         if not torch.isfinite(P[valid]).all():
             raise ValueError("P holds a value that is not finite (NaN or inf)")
@@ -273,35 +299,40 @@ class TabularMDP:
             start=start,
             terminal=terminal,
             name=name,
+            make_absorbing=False,
         )
 
     @classmethod
     def from_npz(cls, path: str | Path, gamma: float | None = None) -> TabularMDP:
-        """Load arrays ``P`` (S, A, S), ``R`` (S, A) and optional ``gamma``, ``start``, ``terminal``,
-        ``num_actions``.
+        """Load an ``.npz`` archive (``numpy.savez``) of the arrays ``P`` (S, A, S) and ``R`` (S, A) and the
+        optional ``gamma``, ``start``, ``terminal`` and ``num_actions``, each in a form :meth:`from_dense`
+        takes; any other array, or a file that is not such an archive, is a ``ValueError`` naming the file.
 
         Args:
             gamma: overrides the file's discount (default: the file's, else 0.95).
         """
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"no MDP file at {path}")
-        with np.load(path) as data:
-            missing = {"P", "R"} - set(data.files)
+        fields = _read_npz(path)
+        try:
+            missing = {"P", "R"} - set(fields)
             if missing:
-                raise ValueError(f"{path} lacks the arrays {sorted(missing)} (it holds {sorted(data.files)})")
-            fields = {key: data[key] for key in data.files}
-        start = fields.get("start", 0)
-        start = int(start) if np.ndim(start) == 0 else start
-        return cls.from_dense(
-            fields["P"],
-            fields["R"],
-            gamma=float(fields.get("gamma", 0.95) if gamma is None else gamma),
-            start=start,
-            terminal=fields.get("terminal"),
-            num_actions=fields.get("num_actions"),
-            name=path.stem,
-        )
+                raise ValueError(f"it lacks the arrays {sorted(missing)} (it holds {sorted(fields)})")
+            unknown = set(fields) - set(NPZ_FIELDS)
+            if unknown:
+                raise ValueError(
+                    f"it holds arrays rlfm does not read: {sorted(unknown)} (it reads {', '.join(NPZ_FIELDS)})"
+                )
+            return cls.from_dense(
+                fields["P"],
+                fields["R"],
+                gamma=fields.get("gamma", 0.95) if gamma is None else gamma,
+                start=fields.get("start", 0),
+                terminal=fields.get("terminal"),
+                num_actions=fields.get("num_actions"),
+                name=path.stem,
+            )
+        except ValueError as error:
+            raise ValueError(f"{path}: {error}") from None
 
     @classmethod
     def from_gymnasium(cls, env: Any, gamma: float = 0.95, name: str | None = None) -> TabularMDP:
@@ -420,32 +451,175 @@ def action_ptr(num_actions: Tensor) -> Tensor:
 
 
 def _check_range(name: str, index: Tensor, size: int, what: str) -> None:
-    if index.numel() and (int(index.min()) < 0 or int(index.max()) >= size):
-        bad = int(index.min()) if int(index.min()) < 0 else int(index.max())
-        raise ValueError(f"{name} holds the index {bad}, but there are {size} {what}")
+    if not index.numel():
+        return
+    low, high = (int(x) for x in torch.aminmax(index))
+    if low < 0 or high >= size:
+        raise ValueError(f"{name} holds the index {low if low < 0 else high}, but there are {size} {what}")
 
 
-def _state_mask(states: Tensor | np.ndarray | list[int] | None, S: int) -> Tensor:
-    """A bool mask (S,) from a mask or a list of state indices."""
+# ---------------------------------------------------------------------------------------- input checks
+def numeric_tensor(name: str, value: Any) -> Tensor:
+    """``value`` (a tensor, array, list or number) as a real tensor of its own dtype; ``ValueError`` for
+    complex, ragged or non-numeric input."""
+    if isinstance(value, Tensor):
+        tensor = value.detach()
+    else:
+        try:
+            array = np.asarray(value)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{name} is not a rectangular array of numbers ({error})") from None
+        if array.dtype.kind not in "biufc":
+            raise ValueError(f"{name} must hold numbers, got an array of dtype {array.dtype}")
+        tensor = torch.as_tensor(array)
+    if tensor.is_complex():
+        raise ValueError(f"{name} holds complex numbers; it must be real")
+    return tensor
+
+
+def real_tensor(name: str, value: Any) -> Tensor:
+    """``value`` as a float64 tensor (see :func:`numeric_tensor`)."""
+    return numeric_tensor(name, value).to(torch.float64)
+
+
+def integer_tensor(name: str, value: Any, what: str = "integers") -> Tensor:
+    """``value`` as a long tensor; floats and bools are a ``ValueError``."""
+    tensor = numeric_tensor(name, value)
+    if tensor.dtype == torch.bool or tensor.is_floating_point():
+        raise ValueError(f"{name} must hold {what}, got {_describe(tensor)}")
+    return tensor.long()
+
+
+def index_tensor(name: str, value: Any, size: int, what: str) -> Tensor:
+    """``value`` as a long tensor of integer indices in ``[0, size)``; floats and bools are a ``ValueError``."""
+    tensor = integer_tensor(name, value, f"integer indices of {what}")
+    _check_range(name, tensor, size, what)
+    return tensor
+
+
+def check_gamma(gamma: Any) -> float:
+    """The discount as a float; ``ValueError`` unless it is one real number with 0 < gamma < 1."""
+    value = numeric_tensor("gamma", gamma)
+    if value.dtype == torch.bool or value.numel() != 1:
+        raise ValueError(f"gamma must be one number in (0, 1), got {_describe(value)}")
+    if not 0.0 < float(value) < 1.0:
+        raise ValueError(f"gamma must lie in (0, 1), got {float(value)}")
+    return float(value)
+
+
+def check_num_actions(num_actions: Any, S: int | None = None) -> Tensor:
+    """(S,) long tensor of actions per state; ``ValueError`` unless it is 1-D (of length ``S`` if given),
+    non-empty, integer and at least 1 everywhere."""
+    counts = numeric_tensor("num_actions", num_actions)
+    if counts.numel() == 0:
+        raise ValueError("num_actions is empty; an MDP needs at least one state")
+    if counts.dtype == torch.bool or counts.is_floating_point() or counts.dim() != 1:
+        raise ValueError(f"num_actions must be a 1-D array of integers, got {_describe(counts)}")
+    if S is not None and counts.numel() != S:
+        raise ValueError(f"num_actions must have shape ({S},), got ({counts.numel()},)")
+    counts = counts.long()
+    if (counts < 1).any():
+        s = int(torch.nonzero(counts < 1)[0])
+        raise ValueError(
+            f"state {s} has no action (num_actions[{s}] = {int(counts[s])}); each needs at least 1"
+        )
+    return counts
+
+
+def state_mask(states: Any, S: int) -> Tensor:
+    """A bool mask (S,) of terminal states, from a bool mask (S,) or integer state indices.
+
+    An integer or float array of length S holding only 0 and 1 is ambiguous (a mask or the states 0 and 1?)
+    and is a ``ValueError``, as is any float array: store a bool mask or integer indices."""
     mask = torch.zeros(S, dtype=torch.bool)
     if states is None:
         return mask
-    states = torch.as_tensor(np.asarray(states))
-    if states.dtype == torch.bool:
-        if states.shape != (S,):
-            raise ValueError(f"terminal mask must have shape ({S},), got {tuple(states.shape)}")
-        return states.clone()
-    states = states.long().flatten()
+    given = numeric_tensor("terminal", states)
+    if given.dtype == torch.bool:
+        if given.shape != (S,):
+            raise ValueError(f"terminal mask must have shape ({S},), got {tuple(given.shape)}")
+        return given.clone()
+    if given.dim() > 1:
+        raise ValueError(
+            f"terminal must be a bool mask of shape ({S},) or a 1-D list of state indices, got {_describe(given)}"
+        )
+    if given.numel() == 0:
+        return mask
+    given = given.reshape(-1)
+    if given.numel() == S and bool(((given == 0) | (given == 1)).all()):
+        raise ValueError(
+            f"terminal is a {str(given.dtype).removeprefix('torch.')} array of length S = {S} holding only 0 and 1, which could be a mask or"
+            " the state indices 0 and 1; store a bool mask (e.g. terminal.astype(bool)) or the indices"
+        )
+    if given.is_floating_point():
+        raise ValueError(
+            f"terminal holds floats ({_describe(given)}); store a bool mask of shape ({S},) or integer state indices"
+        )
+    states = given.long()
     _check_range("terminal", states, S, "states")
     mask[states] = True
     return mask
 
 
-def _start_distribution(start: Tensor | np.ndarray | int, S: int) -> Tensor:
-    """A distribution (S,) from a state index or a vector."""
-    if isinstance(start, int | np.integer):
-        _check_range("start", torch.tensor([int(start)]), S, "states")
-        dist = torch.zeros(S, dtype=torch.float64)
-        dist[int(start)] = 1.0
-        return dist
-    return torch.as_tensor(np.asarray(start), dtype=torch.float64).flatten()
+def start_distribution(start: Any, S: int) -> Tensor:
+    """A distribution (S,) from a state index (an integer, or a float with an integer value, of size 1) or
+    a distribution of shape (S,) (checked to be one by :meth:`TabularMDP.validate`)."""
+    given = numeric_tensor("start", start)
+    if given.dtype == torch.bool:
+        raise ValueError(f"start must be a state index or a distribution of shape ({S},), got booleans")
+    if given.dim() == 1 and given.numel() == S:
+        return given.to(torch.float64).clone()
+    if given.numel() != 1:
+        raise ValueError(
+            f"start must be a state index or a distribution of shape ({S},), got shape {tuple(given.shape)}"
+        )
+    value = float(given)
+    if not value.is_integer():
+        raise ValueError(
+            f"start = {value} is neither a state index (an integer) nor a distribution of shape ({S},)"
+        )
+    if not 0 <= value < S:
+        raise ValueError(f"start holds the index {int(value)}, but there are {S} states")
+    dist = torch.zeros(S, dtype=torch.float64)
+    dist[int(value)] = 1.0
+    return dist
+
+
+def _describe(tensor: Tensor) -> str:
+    """A short description of a tensor for error messages: its value if it is small, else dtype and shape."""
+    if tensor.numel() <= 4:
+        values = tensor.tolist()
+        return f"{values} ({str(tensor.dtype).removeprefix('torch.')})"
+    return f"a {str(tensor.dtype).removeprefix('torch.')} array of shape {tuple(tensor.shape)}"
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` archive, read without unpickling anything; ``FileNotFoundError`` or
+    ``ValueError`` naming the file and what is wrong with it."""
+    if not path.exists():
+        raise FileNotFoundError(f"no MDP file at {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not an .npz file")
+    with path.open("rb") as file:
+        head = file.read(6)
+    if not head:
+        raise ValueError(f"{path} is empty; an MDP file is an .npz archive (numpy.savez) of P, R, ...")
+    if head == b"\x93NUMPY":
+        raise ValueError(
+            f"{path} holds a single .npy array, not an .npz archive of named arrays:"
+            " write it with numpy.savez(path, P=P, R=R, ...)"
+        )
+    if not head.startswith(b"PK"):
+        raise ValueError(f"{path} is not an .npz archive (numpy.savez writes a zip file; this is not one)")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except ValueError as error:
+        if "allow_pickle" in str(error):
+            raise ValueError(
+                f"{path} holds an array of Python objects, which rlfm does not unpickle; store numeric arrays"
+            ) from None
+        raise ValueError(f"{path} could not be read as an .npz archive ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, RuntimeError) as error:
+        reason = str(error) or type(error).__name__
+        raise ValueError(f"{path} could not be read as an .npz archive: it is damaged ({reason})") from None

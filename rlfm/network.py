@@ -19,7 +19,16 @@ from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import scatter, softmax
 
-from rlfm.graph import EDGE_FEATURES, FROM, OF, STATE, STATE_ACTION, STATE_ACTION_FEATURES, STATE_FEATURES
+from rlfm.graph import (
+    COUNT_FEATURES,
+    EDGE_FEATURES,
+    FROM,
+    OF,
+    STATE,
+    STATE_ACTION,
+    STATE_ACTION_FEATURES,
+    STATE_FEATURES,
+)
 from rlfm.nn.block import PropagationBlock, mlp
 
 
@@ -31,15 +40,28 @@ class PolicyNetwork(nn.Module):
         heads: attention heads.
         num_layers: default number K of tied propagation sweeps.
         dropout: dropout of the MLPs.
+        planner_inputs: read the exact planners' columns of the observation graph (certainty-equivalent
+            and optimistic values, :func:`rlfm.graph.planner_features`); False reads only the count
+            statistics (the paper's inputs, kept for ablations and older checkpoints).
     """
 
-    def __init__(self, width: int = 64, heads: int = 4, num_layers: int = 16, dropout: float = 0.05) -> None:
+    def __init__(
+        self,
+        width: int = 64,
+        heads: int = 4,
+        num_layers: int = 16,
+        dropout: float = 0.05,
+        planner_inputs: bool = True,
+    ) -> None:
         super().__init__()
         self.width = width
         self.heads = heads
         self.num_layers = num_layers
-        self.encode_state = mlp(len(STATE_FEATURES), width, width)
-        self.encode_state_action = mlp(len(STATE_ACTION_FEATURES), width, width)
+        self.planner_inputs = planner_inputs
+        self.state_columns = len(STATE_FEATURES) if planner_inputs else COUNT_FEATURES
+        self.state_action_columns = len(STATE_ACTION_FEATURES) if planner_inputs else COUNT_FEATURES
+        self.encode_state = mlp(self.state_columns, width, width)
+        self.encode_state_action = mlp(self.state_action_columns, width, width)
         self.block = PropagationBlock(width, heads, edge_dim=len(EDGE_FEATURES), dropout=dropout)
         self.head = mlp(2 * width, width, 1)
 
@@ -116,13 +138,21 @@ class PolicyNetwork(nn.Module):
             previous = log_policy
         return self._logits(h_state, h_sa, sa_state), sweeps
 
+    def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
+        """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""
+        return (
+            self.encode_state(x_state[..., : self.state_columns]),
+            self.encode_state_action(x_sa[..., : self.state_action_columns]),
+        )
+
     def _inputs(self, data: HeteroData) -> dict:
         state_store = data[STATE]
         S = state_store.num_nodes
         batched = "batch" in state_store
+        x_state, x_sa = self.encode(state_store.x, data[STATE_ACTION].x)
         return {
-            "x_state": self.encode_state(state_store.x),
-            "x_sa": self.encode_state_action(data[STATE_ACTION].x),
+            "x_state": x_state,
+            "x_sa": x_sa,
             "successor_index": data[FROM].edge_index,
             "successor_attr": data[FROM].edge_attr,
             "sa_state": data[OF].edge_index[1],

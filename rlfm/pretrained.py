@@ -2,12 +2,20 @@
 
 Two file formats load: a Lightning checkpoint written by ``rlfm fit`` (``.ckpt``), and the compact format
 written by ``rlfm export`` (network sizes, weights and a note on how it was trained, no optimiser state),
-which is what ships in ``rlfm/checkpoints/``.
+which is what ships in ``rlfm/checkpoints/``. Both are read with ``torch.load(weights_only=True)``, so a
+file can hold only tensors and plain containers and loading it never runs code.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import os
+import pickle
+import re
+import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,43 +23,121 @@ import torch
 
 from rlfm.counts import Counts
 from rlfm.graph import observation_graph
+from rlfm.mdp import check_gamma
 from rlfm.network import PolicyNetwork, group_softmax
 
 PACKAGED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "rlfm-default.pt"
 FORMAT = "rlfm-network-v1"
+CONFIG_KEYS = ("width", "heads", "num_layers", "dropout")
 
 
 def load_network(
     checkpoint: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> PolicyNetwork:
-    """The network in ``checkpoint`` (default: the pretrained one shipped with rlfm), in eval mode."""
-    path = Path(checkpoint) if checkpoint is not None else PACKAGED_CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    content = torch.load(path, map_location=map_location, weights_only=False)
+    """The network in ``checkpoint`` (default: the pretrained one shipped with rlfm), in eval mode.
+
+    Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
+    file cannot run code. Anything that is not an rlfm export or a Lightning checkpoint of
+    :class:`~rlfm.system.PolicyLearner` with finite weights is a ``ValueError`` naming the file.
+    """
+    path = PACKAGED_CHECKPOINT if checkpoint is None else _checkpoint_path(checkpoint)
+    content = _read_checkpoint(path, map_location)
     config, state_dict = _network_config(content, path)
-    network = PolicyNetwork(**config)
-    network.load_state_dict(state_dict)
+    try:
+        network = PolicyNetwork(**config)
+        network.load_state_dict(state_dict)
+    except (TypeError, ValueError, RuntimeError) as error:
+        reason = str(error).strip().splitlines()[0]
+        raise ValueError(
+            f"{path} does not hold weights of an rlfm network of its stated size ({reason})"
+        ) from None
     return network.eval()
 
 
-def _network_config(content: dict[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+def _checkpoint_path(checkpoint: Any) -> Path:
+    if not isinstance(checkpoint, str | os.PathLike) or not str(checkpoint).strip():
+        raise ValueError(f"checkpoint must be the path of a file, got {checkpoint!r}")
+    path = Path(checkpoint)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path} is a directory, not a .pt or .ckpt file")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty")
+    return path
+
+
+def _read_checkpoint(path: Path, map_location: str | torch.device) -> Mapping[str, Any]:
+    try:
+        content = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+        if found:
+            raise ValueError(
+                f"{path} holds Python objects ({found.group(1)}) besides tensors and plain containers, which"
+                " rlfm does not load: checkpoints are read with torch.load(weights_only=True) and never run code"
+            ) from None
+        detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(error))
+        reason = detail.group(1).strip() if detail else type(error).__name__
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    except Exception as error:  # any damage: torch's zip reader and unpickler raise many kinds
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} is not a readable PyTorch checkpoint ({reason})") from None
+    if not isinstance(content, Mapping):
+        raise ValueError(f"{path} holds a {type(content).__name__}, not a checkpoint dictionary")
+    return content
+
+
+def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """The network's constructor arguments and weights, from an rlfm export or a Lightning checkpoint."""
     if content.get("format") == FORMAT:
-        return content["config"], content["state_dict"]
-    if "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
+        config, weights = content.get("config"), content.get("state_dict")
+        if not isinstance(config, Mapping) or set(CONFIG_KEYS) - set(config):
+            raise ValueError(f"{path} is an rlfm export without a config holding {', '.join(CONFIG_KEYS)}")
+        # files written before the planner columns existed read only the count statistics
+        config = {key: config[key] for key in CONFIG_KEYS} | {
+            "planner_inputs": config.get("planner_inputs", False)
+        }
+    elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
+        keys = ("width", "heads", "eval_layers", "dropout")
+        if not isinstance(hp, Mapping) or set(keys) - set(hp):
+            raise ValueError(
+                f"{path} is a Lightning checkpoint without the PolicyLearner hyperparameters {keys}"
+            )
         config = {
             "width": hp["width"],
             "heads": hp["heads"],
             "num_layers": hp["eval_layers"],
             "dropout": hp["dropout"],
+            "planner_inputs": hp.get("planner_inputs", False),
         }
         prefix = "network."
-        weights = {k[len(prefix) :]: v for k, v in content["state_dict"].items() if k.startswith(prefix)}
-        return config, weights
-    raise ValueError(
-        f"{path} is neither an rlfm export nor a Lightning checkpoint of rlfm.system.PolicyLearner"
-    )
+        state_dict = content["state_dict"]
+        if not isinstance(state_dict, Mapping):
+            raise ValueError(f"{path} has a state_dict that is not a dictionary")
+        weights = {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    else:
+        raise ValueError(
+            f"{path} is neither an rlfm export nor a Lightning checkpoint of rlfm.system.PolicyLearner"
+        )
+    for key in ("width", "heads", "num_layers"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 1:
+            raise ValueError(f"{path}: the network's {key} must be a positive integer, got {config[key]!r}")
+    if isinstance(config["dropout"], bool) or not (
+        isinstance(config["dropout"], int | float) and 0 <= config["dropout"] < 1
+    ):
+        raise ValueError(
+            f"{path}: the network's dropout must be a number in [0, 1), got {config['dropout']!r}"
+        )
+    if not isinstance(config["planner_inputs"], bool):
+        raise ValueError(f"{path}: planner_inputs must be true or false, got {config['planner_inputs']!r}")
+    if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise ValueError(f"{path} has weights that are not a dictionary of tensors")
+    for name, value in weights.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise ValueError(f"{path}: the weight {name} holds values that are not finite")
+    return config, dict(weights)
 
 
 def export(checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
@@ -62,12 +148,30 @@ def export(checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
         "heads": network.heads,
         "num_layers": network.num_layers,
         "dropout": network.block.update_state[2].p,
+        "planner_inputs": network.planner_inputs,
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)
+    if out.is_dir():
+        raise ValueError(f"{out} is a directory; give the path of the file to write")
     out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(content, out)
+    buffer = io.BytesIO()
+    torch.save(content, buffer)
+    _write_atomically(out, buffer.getvalue())
     return out
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it: ``path`` is never half-written."""
+    with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", delete=False) as file:
+        temporary = Path(file.name)
+        try:
+            file.write(data)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+    temporary.chmod(0o644)
+    os.replace(temporary, path)
 
 
 def export_main(argv: list[str] | None = None) -> int:
@@ -78,7 +182,11 @@ def export_main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="where to write the compact network file")
     parser.add_argument("--note", default="", help="how the network was trained, kept in the file")
     args = parser.parse_args(argv)
-    path = export(args.checkpoint, args.out, args.note)
+    try:
+        path = export(args.checkpoint, args.out, args.note)
+    except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
+        print(f"rlfm export: error: {error}", file=sys.stderr)
+        return 2
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
 
@@ -93,11 +201,21 @@ def predict_policy(
     """π(a | s, data) (SA,) for one MDP's observed ``counts``, in one forward pass, no training.
 
     Args:
-        counts: what has been observed (:class:`~rlfm.counts.Counts`).
-        gamma: the discount of the task.
+        counts: what has been observed (:class:`~rlfm.counts.Counts`), checked with ``counts.validate()``.
+        gamma: the discount of the task, a real number with 0 < gamma < 1.
         network: the network to use (default: the pretrained one shipped with rlfm, loaded once).
-        num_layers: tied sweeps (default: unroll until the policy settles).
+        num_layers: tied sweeps, a positive integer (default: unroll until the policy settles).
+
+    Raises ``ValueError`` for any input outside these ranges.
     """
+    if not isinstance(counts, Counts):
+        raise ValueError(f"counts must be an rlfm.Counts, got {type(counts).__name__}")
+    counts.validate()
+    gamma = check_gamma(gamma)
+    if num_layers is not None and (
+        isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1
+    ):
+        raise ValueError(f"num_layers must be a positive integer or None, got {num_layers!r}")
     if network is None:
         if "packaged" not in _cache:
             _cache["packaged"] = load_network()
@@ -107,4 +225,7 @@ def predict_policy(
         logits, _ = network.settle(data)
     else:
         logits = network(data, num_layers)
-    return group_softmax(logits, data)
+    policy = group_softmax(logits, data)
+    if not torch.isfinite(policy).all():
+        raise ValueError("the network returned a policy that is not finite; are its weights damaged?")
+    return policy

@@ -192,10 +192,14 @@ def normalized_value(
     """
     graph = as_graph(mdp)
     arrays = mdp_arrays(graph)
-    if optimal_start_value is None:
-        optimal_start_value = start_values(graph, value_iteration(arrays)[1])
+    if optimal_start_value is None:  # to 1e-8 relative to the rewards where they are small
+        scale = min(1.0, float(arrays.reward.abs().max())) or 1.0
+        optimal_start_value = start_values(graph, value_iteration(arrays, tol=1e-8 * scale)[1])
     if uniform_start_value is None:
         uniform_start_value = start_values(graph, evaluate_policy(arrays, uniform_policy(arrays)))
     value = start_values(graph, evaluate_policy(arrays, policy))
-    gap = (optimal_start_value - uniform_start_value).clamp(min=1e-12)
-    return (value - uniform_start_value) / gap
+    # floored relative to the values' size (and at the smallest normal float): scores do not depend on the
+    # reward scale, and an MDP where every policy is worth the same gets scores near 0, not NaN
+    size = torch.maximum(optimal_start_value.abs(), uniform_start_value.abs())
+    floor = (1e-12 * size).clamp(min=torch.finfo(size.dtype).tiny)
+    return (value - uniform_start_value) / torch.maximum(optimal_start_value - uniform_start_value, floor)

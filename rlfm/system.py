@@ -34,6 +34,7 @@ from rlfm.solve import evaluate_policy, greedy_policy, mdp_arrays, start_values
 
 METRICS = ("loss", "kl", "agreement", "normalized_value", "normalized_value_deep")
 DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers sweeps: is the block stable?
+RNG_KEY = "rlfm_rng"  # checkpoint entry with the training generators' states
 
 
 def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
@@ -65,6 +66,8 @@ class PolicyLearner(LightningModule):
         lr, weight_decay: AdamW settings.
         warmup_steps: linear warm-up steps, followed by a cosine decay to ``final_lr_ratio`` × lr.
         final_lr_ratio: learning rate at the last step, relative to ``lr``.
+        planner_inputs: the network reads the exact planners' columns (see
+            :class:`~rlfm.network.PolicyNetwork`); False is the ablation without them.
     """
 
     def __init__(
@@ -81,13 +84,17 @@ class PolicyLearner(LightningModule):
         weight_decay: float = 0.01,
         warmup_steps: int = 200,
         final_lr_ratio: float = 0.1,
+        planner_inputs: bool = True,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.network = PolicyNetwork(width=width, heads=heads, num_layers=eval_layers, dropout=dropout)
+        self.network = PolicyNetwork(
+            width=width, heads=heads, num_layers=eval_layers, dropout=dropout, planner_inputs=planner_inputs
+        )
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self._depth = random.Random(0)
+        self._restored_rng: dict | None = None
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) of an observation graph or batch."""
@@ -116,7 +123,28 @@ class PolicyLearner(LightningModule):
         return loss
 
     def on_train_start(self) -> None:
-        self._depth = random.Random(self.trainer.global_rank * 7919 + self.global_step)
+        restored, self._restored_rng = self._restored_rng, None
+        if restored is None:  # a fresh run: ranks draw different depths
+            self._depth = random.Random(self.trainer.global_rank * 7919 + self.global_step)
+            return
+        self._depth.setstate(_as_tuples(restored["depth"]))
+        if self.trainer.global_rank:  # one state is saved (rank 0's): the other ranks fork it
+            self._depth = random.Random(f"{self._depth.random()}/{self.trainer.global_rank}")
+        torch.set_rng_state(restored["torch"].cpu())
+        if torch.cuda.is_available() and len(restored["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([state.cpu() for state in restored["cuda"]])
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Save the generators training draws from (unroll depths, dropout), so a resumed run is exact."""
+        checkpoint[RNG_KEY] = {
+            "depth": self._depth.getstate(),
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Keep the saved generator states for :meth:`on_train_start` (applied only when training resumes)."""
+        self._restored_rng = checkpoint.get(RNG_KEY)
 
     # ------------------------------------------------------------------ validation and test
     def setup(self, stage: str) -> None:
@@ -227,3 +255,8 @@ class PolicyLearner(LightningModule):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def _as_tuples(state: object) -> object:
+    """A ``random.Random`` state with its lists turned back into tuples (a checkpoint may store either)."""
+    return tuple(_as_tuples(x) for x in state) if isinstance(state, list | tuple) else state

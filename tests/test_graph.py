@@ -2,10 +2,24 @@ import pytest
 import torch
 from torch_geometric.data import Batch
 
+from rlfm.agents.certainty import CertaintyEquivalence
+from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
+from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.examples import ExampleSampler
-from rlfm.graph import FROM, HAS, OF, STATE, STATE_ACTION, TO, mdp_graph, observation_graph
+from rlfm.graph import (
+    FROM,
+    HAS,
+    OF,
+    STATE,
+    STATE_ACTION,
+    STATE_ACTION_FEATURES,
+    STATE_FEATURES,
+    TO,
+    mdp_graph,
+    observation_graph,
+)
 from rlfm.mdp import TabularMDP
 from rlfm.prior import Prior
 from rlfm.solve import value_iteration
@@ -28,7 +42,8 @@ def test_observation_graph_schema_and_features():
     assert set(data.node_types) == {STATE, STATE_ACTION}
     assert set(data.edge_types) == {HAS, OF, TO, FROM}
     assert data[STATE].num_nodes == 3 and data[STATE_ACTION].num_nodes == 6
-    assert data[STATE_ACTION].x.shape == (6, 6) and data[STATE].x.shape == (3, 6)
+    assert data[STATE_ACTION].x.shape == (6, len(STATE_ACTION_FEATURES)) == (6, 12)
+    assert data[STATE].x.shape == (3, len(STATE_FEATURES)) == (3, 8)
     # observed successors only: (0,1)->1, (0,1)->2, (1,2)->0, (2,0)->2
     assert data[TO].edge_index.tolist() == [[1, 1, 4, 5], [1, 2, 0, 2]]
     assert torch.equal(data[FROM].edge_index, data[TO].edge_index.flip(0))
@@ -40,6 +55,32 @@ def test_observation_graph_schema_and_features():
     assert sa_x[:, 2].tolist() == [0, 1, 0, 0, 1, 1]  # visited
     assert data[STATE].x[:, 3].tolist() == [0, 0, 1]  # state 2 was seen to end an episode
     assert float(data.reward_scale) == 2.0
+
+
+def test_planner_columns_are_certainty_equivalence_and_optimism():
+    """The certainty-equivalent columns agree with the CE baseline's own planner (rlfm.agents.planning)."""
+    from rlfm.benchmarks import get_benchmark
+
+    mdp = get_benchmark("frozenlake_4x4_slip067")
+    counts = collect_datasets(mdp, 1, OfflineConfig(sizes=(300,)), torch.Generator().manual_seed(0))[0][0]
+    data = observation_graph(counts, mdp.gamma)
+    x = data[STATE_ACTION].x.double()
+    column = {name: x[:, i] for i, name in enumerate(STATE_ACTION_FEATURES)}
+    agent = CertaintyEquivalence()  # the CE baseline's planner, on the same counts
+    agent.start(mdp.num_actions, mdp.gamma, 1, torch.Generator())
+    q_ce = agent.solve(EmpiricalModel.from_counts([counts], agent.layout))[0][0]
+    horizon = 1 / (1 - mdp.gamma)
+    torch.testing.assert_close(column["ce_value"], q_ce / counts.reward_scale / horizon, atol=1e-5, rtol=1e-4)
+    best = agent.layout.state_max(q_ce[None])[0][counts.sa_state]
+    assert torch.equal(column["ce_greedy"] > 0.5, q_ce >= best - 1e-6)
+    assert float(column["ce_advantage"].max()) == 0.0 and float(column["ce_advantage"].min()) >= -1.0
+    unvisited, ended = counts.sa_count == 0, counts.terminal[counts.sa_state]
+    assert (unvisited & ~ended).any() and (unvisited & ended).any()
+    assert (column["optimistic_value"][unvisited & ~ended] == 1.0).all()  # worth 1 / (1 - γ)
+    assert (column["optimistic_value"][ended] == 0.0).all()  # states seen to end an episode are worth 0
+    assert (column["optimistic_value"] >= column["ce_value"] - 1e-6).all()
+    state_x = data[STATE].x
+    assert state_x[:, STATE_FEATURES.index("ce_value")].max() <= 1.0
 
 
 def test_edges_grow_with_observations_not_with_the_square_of_states():

@@ -35,7 +35,12 @@ def test_from_transitions_sums_duplicates():
 
 def test_terminal_states_become_absorbing(generator):
     P, R = random_dense_mdp(generator, 5, 2)
-    mdp = TabularMDP.from_dense(P, R, terminal=[3])
+    with pytest.raises(
+        ValueError, match="terminal state 3 is not absorbing"
+    ):  # declared data is not rewritten
+        TabularMDP.from_dense(P, R, terminal=[3])
+    s, a, t = torch.nonzero(P, as_tuple=True)
+    mdp = TabularMDP.from_transitions([2] * 5, s * 2 + a, t, P[s, a, t], R.flatten(), terminal=[3])
     P2, R2, _ = mdp.to_dense()
     assert torch.equal(P2[3, :, 3], torch.ones(2)) and torch.equal(R2[3], torch.zeros(2))
     assert mdp.terminal.tolist() == [False, False, False, True, False]
@@ -43,6 +48,7 @@ def test_terminal_states_become_absorbing(generator):
 
 def test_npz_round_trip(tmp_path, generator):
     P, R = random_dense_mdp(generator, 6, 2)
+    P[5], P[5, :, 5], R[5] = 0.0, 1.0, 0.0  # a declared terminal state must be absorbing already
     mdp = TabularMDP.from_dense(P, R, gamma=0.8, terminal=[5], num_actions=[2, 2, 1, 2, 2, 2])
     mdp.save_npz(tmp_path / "m.npz")
     back = TabularMDP.from_npz(tmp_path / "m.npz")

@@ -3,12 +3,20 @@
 import pytest
 import torch
 from torch import nn
-from torch_geometric.nn import HeteroConv, to_hetero
+from torch_geometric.nn import HeteroConv, Linear, to_hetero
 from torch_geometric.utils import scatter
 
 from rlfm.counts import Counts
 from rlfm.dense import DenseEdgeBiasedAttention, masked_softmax
-from rlfm.graph import FROM, STATE, STATE_ACTION, TO, observation_graphs
+from rlfm.graph import (
+    FROM,
+    STATE,
+    STATE_ACTION,
+    STATE_ACTION_FEATURES,
+    STATE_FEATURES,
+    TO,
+    observation_graphs,
+)
 from rlfm.nn import EdgeBiasedAttention
 
 
@@ -186,8 +194,16 @@ def test_inside_hetero_conv_on_an_observation_graph():
     data = small_observation_graph()
     conv = HeteroConv(
         {
-            FROM: EdgeBiasedAttention((6, 6), 8, heads=2, edge_dim=2, learn_beta=True),
-            TO: EdgeBiasedAttention((6, 6), 8, heads=2, edge_dim=2, log_bias_channel=None),
+            FROM: EdgeBiasedAttention(
+                (len(STATE_FEATURES), len(STATE_ACTION_FEATURES)), 8, heads=2, edge_dim=2, learn_beta=True
+            ),
+            TO: EdgeBiasedAttention(
+                (len(STATE_ACTION_FEATURES), len(STATE_FEATURES)),
+                8,
+                heads=2,
+                edge_dim=2,
+                log_bias_channel=None,
+            ),
         },
         aggr="sum",
     )
@@ -209,7 +225,7 @@ def test_inside_hetero_conv_on_an_observation_graph():
 class _Homogeneous(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.encode = nn.Linear(6, 16)
+        self.encode = Linear(-1, 16)  # lazy: state and state-action inputs have different widths
         self.conv = EdgeBiasedAttention(16, 8, heads=2, edge_dim=2, learn_beta=True)
 
     def forward(self, x, edge_index, edge_attr):

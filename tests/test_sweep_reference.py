@@ -20,6 +20,7 @@ from rlfm.counts import Counts
 
 # The real implementation, used only by the tests at the bottom, never by the reference.
 from rlfm.graph import (
+    COUNT_FEATURES,
     EDGE_FEATURES,
     FROM,
     STATE,
@@ -65,6 +66,48 @@ def ref_horizon(gamma: float) -> float:
     return math.log(1.0 / (1.0 - gamma)) / math.log(REF_MAX_HORIZON)
 
 
+def ref_plan(obs: Observed, gamma: float, optimistic: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Q (SA,) and V (S,) in units of the reward scale, by plain-loop value iteration to 1e-12.
+
+    Certainty equivalence: Q = r̂ + γ Σ P̂ V on visited pairs, 0 on unvisited ones. Optimistic: visited pairs
+    get + 1/sqrt(N), unvisited ones are worth 1 / (1 - γ). States seen to end an episode are worth 0."""
+    reward = [r / max(n, 1.0) / obs.scale for r, n in zip(obs.reward_sum, obs.sa_count, strict=True)]
+    v = np.zeros(obs.S)
+    for _ in range(100_000):
+        q = np.zeros(obs.SA)
+        for sa in range(obs.SA):
+            n = obs.sa_count[sa]
+            if obs.terminal[obs.sa_state[sa]]:
+                q[sa] = 0.0
+            elif n == 0:
+                q[sa] = 1.0 / (1.0 - gamma) if optimistic else 0.0
+            else:
+                bonus = 1.0 / math.sqrt(n) if optimistic else 0.0
+                q[sa] = reward[sa] + bonus + gamma * sum(c / n * v[s2] for s2, c in obs.successors[sa])
+        new_v = np.array([max(q[sa] for sa in obs.state_pairs[s]) for s in range(obs.S)])
+        if np.abs(new_v - v).max() < 1e-12:
+            break
+        v = new_v
+    return q, new_v
+
+
+def ref_planner_columns(obs: Observed, gamma: float) -> dict[str, list[float]]:
+    """Per planner: (1 - γ) Q, the advantage over the state's range of Q, and the greedy flag."""
+    columns = {}
+    for name, optimistic in (("ce", False), ("optimistic", True)):
+        q, _ = ref_plan(obs, gamma, optimistic)
+        best = [max(q[p] for p in obs.state_pairs[obs.sa_state[sa]]) for sa in range(obs.SA)]
+        worst = [min(q[p] for p in obs.state_pairs[obs.sa_state[sa]]) for sa in range(obs.SA)]
+        columns[f"{name}_value"] = list(q * (1.0 - gamma))
+        columns[f"{name}_advantage"] = [
+            (q[sa] - best[sa]) / (best[sa] - worst[sa]) if best[sa] - worst[sa] > 1e-6 else 0.0
+            for sa in range(obs.SA)
+        ]
+        columns[f"{name}_greedy"] = [1.0 if q[sa] >= best[sa] - 1e-6 else 0.0 for sa in range(obs.SA)]
+    order = ("value", "advantage", "greedy")
+    return {f"{n}_{c}": columns[f"{n}_{c}"] for n in ("ce", "optimistic") for c in order}
+
+
 def ref_state_action_features(obs: Observed, gamma: float) -> tuple[tuple[str, ...], np.ndarray]:
     """Columns (names, (SA, F)) in the documented order of ``STATE_ACTION_FEATURES``; extend here."""
     columns = {
@@ -74,6 +117,7 @@ def ref_state_action_features(obs: Observed, gamma: float) -> tuple[tuple[str, .
         "inv_sqrt_count": [1.0 / math.sqrt(1.0 + n) for n in obs.sa_count],
         "log1p_successors": [math.log1p(len(succ)) for succ in obs.successors],
         "horizon": [ref_horizon(gamma)] * obs.SA,
+        **ref_planner_columns(obs, gamma),
     }
     return tuple(columns), np.array(list(columns.values()), dtype=np.float64).T.reshape(obs.SA, -1)
 
@@ -93,6 +137,8 @@ def ref_state_features(obs: Observed, gamma: float) -> tuple[tuple[str, ...], np
         "terminal": [1.0 if t else 0.0 for t in obs.terminal],
         "log_num_actions": [math.log(a) for a in obs.num_actions],
         "horizon": [ref_horizon(gamma)] * obs.S,
+        "ce_value": list(ref_plan(obs, gamma, optimistic=False)[1] * (1.0 - gamma)),
+        "optimistic_value": list(ref_plan(obs, gamma, optimistic=True)[1] * (1.0 - gamma)),
     }
     return tuple(columns), np.array(list(columns.values()), dtype=np.float64).T.reshape(obs.S, -1)
 
@@ -335,10 +381,11 @@ def test_features_match_the_reference(case):
     assert sa_x.shape[1] == len(STATE_ACTION_FEATURES), (
         "see test_reference_computes_the_documented_feature_columns"
     )
-    # float64 features: agree to rounding
+    # float64 features: the count statistics agree to rounding, the planners' columns to their tolerance
     graph = observation_graphs([counts], [gamma], dtype=torch.float64)[0]
-    np.testing.assert_allclose(graph[STATE_ACTION].x.numpy(), sa_x, rtol=0, atol=1e-12)
-    np.testing.assert_allclose(graph[STATE].x.numpy(), state_x, rtol=0, atol=1e-12)
+    for got, want in ((graph[STATE_ACTION].x.numpy(), sa_x), (graph[STATE].x.numpy(), state_x)):
+        np.testing.assert_allclose(got[:, :COUNT_FEATURES], want[:, :COUNT_FEATURES], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got[:, COUNT_FEATURES:], want[:, COUNT_FEATURES:], rtol=0, atol=1e-6)
     for got, want in zip(graph_edge_features(obs, graph), edges, strict=True):
         np.testing.assert_allclose(np.array(got).reshape(-1), np.array(want).reshape(-1), rtol=0, atol=1e-12)
     # the default float32 graph: agree to float32 rounding
@@ -368,7 +415,9 @@ def test_one_sweep_matches_the_reference(case):
 
     # features built in float64: the one-sweep logits agree to float64 rounding
     got = real_logits(network, observation_graphs([counts], [gamma], dtype=torch.float64)[0])
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(
+        got, want, rtol=0, atol=1e-6
+    )  # the planners' tolerance bounds the inputs' error
     # the default float32 graph, cast to float64: agree up to the features' float32 rounding
     got = real_logits(network, observation_graph(counts, gamma))
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)

@@ -8,22 +8,31 @@ baseline runs its whole hyperparameter grid (``--no-grid``: its default setting 
 its best setting by the protocol's headline metric; every setting's summary is kept in the record's
 ``grid``. All seeds (and, for vectorised agents, all grid settings) of an (MDP, agent) pair run as one
 batch.
+
+Flags, MDP files, checkpoints and ``--out`` are checked before any work (one line on stderr, exit status 2).
+The files are written atomically; MDPs are kept apart by position, and a repeated name (``a/m.npz``,
+``b/m.npz``) is reported as m, m-2.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
+import json
+import math
 import os
 import platform
 import shlex
 import sys
+import tempfile
 import time
 import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -43,8 +52,15 @@ from rlfm.evaluation.simulate import Scorer
 from rlfm.mdp import TabularMDP
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line on stderr (exit status 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="rlfm benchmark",
         description="Evaluate agents on benchmark MDPs with exact policy evaluation (DESIGN §4).",
     )
@@ -65,38 +81,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"comma-separated, from {', '.join(AGENT_NAMES)} (default: every classical one of the mode)",
     )
-    parser.add_argument("--seeds", type=int, default=12)
+    parser.add_argument("--seeds", type=int, default=12, help="runs per (MDP, agent, setting), at least 1")
     parser.add_argument("--seed", type=int, default=0, help="base random seed")
     parser.add_argument("--checkpoint", default=None, help="passed to the rlfm agent as checkpoint=")
     parser.add_argument(
         "--temperature",
         type=float,
         default=None,
-        help="the rlfm agent's sampling temperature (default 1: sample its policy as learned)",
+        help="the rlfm agent's sampling temperature, > 0 (default 1: sample its policy as learned)",
     )
-    parser.add_argument("--out", required=True, type=Path, help="output directory")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
+    )
     parser.add_argument(
         "--grid", action=argparse.BooleanOptionalAction, default=True, help="tune baselines on their grids"
     )
     parser.add_argument(
-        "--episodes", type=int, default=1500, help="online: episodes per run (cap and regret budget)"
+        "--episodes", type=int, default=1500, help="online: episodes per run, ≥ 1 (cap and regret budget)"
     )
-    parser.add_argument("--horizon", type=int, default=50, help="steps per episode")
-    parser.add_argument("--threshold", type=float, default=0.95, help="online: convergence score")
-    parser.add_argument("--window", type=int, default=8, help="online: consecutive episodes at the threshold")
+    parser.add_argument("--horizon", type=int, default=50, help="steps per episode, ≥ 1")
+    parser.add_argument("--threshold", type=float, default=0.95, help="online: convergence score, in (0, 1]")
+    parser.add_argument(
+        "--window", type=int, default=8, help="online: consecutive episodes at the threshold, ≥ 1"
+    )
     parser.add_argument(
         "--behaviour", choices=BEHAVIOURS, default="uniform", help="offline: behaviour policy"
     )
     parser.add_argument(
-        "--epsilon", type=float, default=0.3, help="offline: ε of the epsilon_greedy behaviour"
+        "--epsilon", type=float, default=0.3, help="offline: ε of the epsilon_greedy behaviour, in [0, 1]"
     )
     parser.add_argument(
         "--sizes",
         default=",".join(str(s) for s in DEFAULT_SIZES),
-        help="offline: comma-separated dataset sizes",
+        help="offline: comma-separated dataset sizes (positive integers)",
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch CPU threads (small sparse ops: 1 is fastest)"
+        "--threads", type=int, default=1, help="torch CPU threads, ≥ 1 (small sparse ops: 1 is fastest)"
     )
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar"
@@ -105,29 +125,31 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def benchmark_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``rlfm benchmark``; returns the exit status."""
+    """Entry point of ``rlfm benchmark``; returns the exit status.
+
+    A bad flag, file or checkpoint is one line on stderr and ``SystemExit(2)``, before any work.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        mdps = _load_mdps(args)
+        _check_flags(args)
+        _prepare_out(args.out)
+        mdps = _unique_names(_load_mdps(args))
         agents = _agent_list(args)
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+        _check_agent_flags(args, agents)
+    except (KeyError, ValueError, OSError, RuntimeError) as error:
         parser.error(str(error.args[0] if isinstance(error, KeyError) else error))
-    if args.seeds < 1:
-        parser.error("--seeds must be at least 1")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        _run(argv, args, mdps, agents)
+        return _run(argv, args, mdps, agents)
     finally:
         torch.set_num_threads(threads)
-    return 0
 
 
-def _run(argv: list[str], args: argparse.Namespace, mdps: list[TabularMDP], agents: list[str]) -> None:
-    """Run the protocol and write DIR's files."""
-    args.out.mkdir(parents=True, exist_ok=True)
+def _run(argv: list[str], args: argparse.Namespace, mdps: list[TabularMDP], agents: list[str]) -> int:
+    """Run the protocol and write DIR's files; returns the exit status."""
     started = time.perf_counter()
     if args.mode == "online":
         config: OnlineConfig | OfflineConfig = OnlineConfig(
@@ -135,39 +157,141 @@ def _run(argv: list[str], args: argparse.Namespace, mdps: list[TabularMDP], agen
         )
         records = _online(mdps, agents, args, config)
     else:
-        sizes = tuple(sorted({int(s) for s in args.sizes.split(",") if s.strip()}))
         config = OfflineConfig(
-            sizes=sizes, behaviour=args.behaviour, epsilon=args.epsilon, horizon=args.horizon
+            sizes=args.sizes, behaviour=args.behaviour, epsilon=args.epsilon, horizon=args.horizon
         )
         records = _offline(mdps, agents, args, config)
     meta = _metadata(argv, args, config, mdps, time.perf_counter() - started)
-    write_json(args.out / "results.json", meta, records)
-    (args.out / "table.md").write_text(markdown_table(args.mode, records, meta))
-    if args.mode == "online":
-        plot_online(records, args.out / "online_curves.png")
-    else:
-        plot_offline(records, args.out / "offline_values.png")
-    print(markdown_table(args.mode, records, meta))
-    print(f"wrote {args.out / 'results.json'} in {meta['wall_time_s']:.1f} s")
+    table = markdown_table(args.mode, records, meta)
+    print(table)
+    return _save(args, meta, records, table)
+
+
+def _save(args: argparse.Namespace, meta: dict[str, Any], records: list[dict], table: str) -> int:
+    """Write results.json, table.md and the plot, each atomically; if that fails, put results.json in a
+    fresh temporary directory instead, say where on stderr and return 2."""
+    results = args.out / "results.json"
+    try:
+        _write_atomically(results, lambda path: write_json(path, meta, records))
+        _write_atomically(args.out / "table.md", lambda path: path.write_text(table))
+        if args.mode == "online":
+            _write_atomically(args.out / "online_curves.png", lambda path: plot_online(records, path))
+        else:
+            _write_atomically(args.out / "offline_values.png", lambda path: plot_offline(records, path))
+    except OSError as error:
+        try:
+            fallback = Path(tempfile.mkdtemp(prefix="rlfm-benchmark-")) / "results.json"
+            write_json(fallback, meta, records)
+            kept = f"the results are saved in {fallback}"
+        except OSError:
+            print(json.dumps({**meta, "results": records}))
+            kept = "the results are printed above as JSON"
+        print(f"rlfm benchmark: error: could not write to {args.out} ({error}); {kept}", file=sys.stderr)
+        return 2
+    print(f"wrote {results} in {meta['wall_time_s']:.1f} s")
+    return 0
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it over ``path``."""
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}-", suffix=path.suffix)
+    os.close(handle)
+    temporary = Path(name)
+    try:
+        write(temporary)
+        temporary.chmod(0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 # ------------------------------------------------------------------------------------------- set-up
+def _check_flags(args: argparse.Namespace) -> None:
+    """Raise ``ValueError`` for a flag outside its range; parse ``--sizes`` into ``args.sizes``."""
+    for flag, value in (
+        ("seeds", args.seeds),
+        ("episodes", args.episodes),
+        ("horizon", args.horizon),
+        ("window", args.window),
+        ("threads", args.threads),
+    ):
+        if value < 1:
+            raise ValueError(f"--{flag} must be at least 1, got {value}")
+    if not (math.isfinite(args.threshold) and 0 < args.threshold <= 1):
+        raise ValueError(f"--threshold must be a normalised score in (0, 1], got {args.threshold}")
+    if not (math.isfinite(args.epsilon) and 0 <= args.epsilon <= 1):
+        raise ValueError(f"--epsilon must be a probability in [0, 1], got {args.epsilon}")
+    if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
+        raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
+    args.sizes = _sizes(args.sizes)
+    for flag in ("agents", "envs"):
+        text = getattr(args, flag)
+        if text is not None and not _names(text):
+            raise ValueError(f"--{flag} {text!r} names nothing; give comma-separated names")
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """The sorted distinct dataset sizes of ``--sizes``, e.g. ``"100,30"`` → (30, 100)."""
+    try:
+        sizes = [int(part) for part in _names(text)]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"--sizes must be comma-separated positive integers, got {text!r}")
+    return tuple(sorted(set(sizes)))
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _prepare_out(out: Path) -> None:
+    """Create the output directory and check that a file can be written in it."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a directory")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {out} is not a writable directory ({error.strerror or error})") from None
+
+
 def _load_mdps(args: argparse.Namespace) -> list[TabularMDP]:
     names: list[str] = []
     if args.suite is not None or not args.mdp:
         names = list(SUITES[args.suite or "reference"])
     if args.envs:
-        wanted = [n.strip() for n in args.envs.split(",") if n.strip()]
-        names = [get_benchmark(n).name for n in wanted]  # raises on unknown names
+        names = [get_benchmark(n).name for n in _names(args.envs)]  # raises on unknown names
     mdps = [get_benchmark(name) for name in names]
     mdps += [TabularMDP.from_npz(path) for path in args.mdp]
     return mdps
 
 
+def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
+    """The MDPs, a repeated name (two files ``a/m.npz`` and ``b/m.npz``) made unique: m, m-2, m-3, ..."""
+    seen: set[str] = set()
+    unique = []
+    for mdp in mdps:
+        name, k = mdp.name, 1
+        while name in seen:
+            k += 1
+            name = f"{mdp.name}-{k}"
+        seen.add(name)
+        unique.append(mdp if name == mdp.name else dataclasses.replace(mdp, name=name))
+    return unique
+
+
+def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
+    if "rlfm" not in agents:
+        for flag in ("checkpoint", "temperature"):
+            if getattr(args, flag) is not None:
+                raise ValueError(f"--{flag} is read only by the rlfm agent, which is not among the agents")
+
+
 def _agent_list(args: argparse.Namespace) -> list[str]:
-    names = (
-        [n.strip() for n in args.agents.split(",") if n.strip()] if args.agents else agent_names(args.mode)
-    )
+    names = _names(args.agents) if args.agents else agent_names(args.mode)
     for name in names:
         cls = agent_class(name)  # raises a clear error for unknown names or a missing rlfm agent
         if args.mode not in cls.modes:
@@ -227,14 +351,16 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def _online(
     mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OnlineConfig
 ) -> list[dict]:
-    plan = [(mdp, name, _settings(name, args.grid)) for mdp in mdps for name in agents]
-    total = sum(config.episodes * _batch_count(name, args.grid) for _, name, _ in plan)
+    plan = [(i, mdp, name, _settings(name, args.grid)) for i, mdp in enumerate(mdps) for name in agents]
+    total = sum(config.episodes * _batch_count(name, args.grid) for _, _, name, _ in plan)
     bar = _progress(total, args.progress, "episode")
     records = []
-    scorers: dict[str, Scorer] = {}
-    for mdp, name, settings in plan:
+    scorers: dict[int, Scorer] = {}  # by position in the list: names need not be unique
+    for i, mdp, name, settings in plan:
         bar.set_description(f"{mdp.name} / {name}")
-        scorer = scorers.setdefault(mdp.name, Scorer(mdp, config.horizon))
+        if i not in scorers:
+            scorers[i] = Scorer(mdp, config.horizon)
+        scorer = scorers[i]
         started = time.perf_counter()
         results: list[tuple[dict[str, Any], OnlineRun]] = []
         done = 0

@@ -11,6 +11,8 @@ episode to episode, so scores are cached by policy.
 
 from __future__ import annotations
 
+import sys
+
 import torch
 from torch import Generator, Tensor
 
@@ -19,6 +21,7 @@ from rlfm.mdp import TabularMDP, action_ptr
 from rlfm.solve import evaluate_policy, mdp_arrays, state_max, uniform_policy, value_iteration
 
 MAX_DENSE_ENTRIES = 4_000_000  # policies solved together: batch × S² at most this many entries
+GAP_FLOOR = 1e-12  # the smallest normaliser V* - V^unif, relative to the size of the values
 
 
 class Simulator:
@@ -65,7 +68,8 @@ class Scorer:
         self.mdp = mdp
         self.arrays = mdp_arrays(mdp)
         self.start = mdp.start.double()
-        optimal = value_iteration(self.arrays)[1]
+        scale = min(1.0, float(self.arrays.reward.abs().max())) or 1.0  # V* to 1e-8 relative to small rewards
+        optimal = value_iteration(self.arrays, tol=1e-8 * scale)[1]
         uniform = evaluate_policy(self.arrays, uniform_policy(self.arrays))
         self.optimal_start = float(self.start @ optimal)
         self.uniform_start = float(self.start @ uniform)
@@ -74,13 +78,14 @@ class Scorer:
 
     @property
     def gap(self) -> float:
-        """V*(μ) - V^unif(μ), the normaliser of the scores."""
-        return max(self.optimal_start - self.uniform_start, 1e-12)
+        """V*(μ) - V^unif(μ), the normaliser of the scores (floored relative to the values' size)."""
+        return _gap(self.optimal_start, self.uniform_start)
 
     @property
     def horizon_gap(self) -> float:
         """The same over ``horizon`` steps, the normaliser of the regret."""
-        return max(float(self.start @ (self.optimal_horizon - self.uniform_horizon)), 1e-12)
+        optimal, uniform = float(self.start @ self.optimal_horizon), float(self.start @ self.uniform_horizon)
+        return _gap(optimal, uniform)
 
     def _finite_horizon_values(self, horizon: int) -> tuple[Tensor, Tensor]:
         arrays = self.arrays
@@ -127,3 +132,9 @@ class Scorer:
             for key, value in zip(unique, self.start_values(policies[rows]).tolist(), strict=True):
                 self._cache[key] = (value - self.uniform_start) / self.gap
         return torch.tensor([self._cache[key] for key in keys], dtype=torch.float64)
+
+
+def _gap(optimal: float, uniform: float) -> float:
+    """``optimal - uniform``, floored at ``GAP_FLOOR`` × max(|optimal|, |uniform|) and at the smallest normal
+    float: normalised values do not depend on the scale of the rewards."""
+    return max(optimal - uniform, GAP_FLOOR * max(abs(optimal), abs(uniform)), sys.float_info.min)

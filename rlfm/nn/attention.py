@@ -6,8 +6,9 @@ import math
 
 import torch
 from torch import Tensor
-from torch.nn import Linear, Parameter
+from torch.nn import Parameter
 from torch_geometric.nn.conv import MessagePassing
+from torch_geometric.nn.dense.linear import Linear
 from torch_geometric.typing import Adj, OptTensor, PairTensor
 from torch_geometric.utils import softmax
 
@@ -33,7 +34,8 @@ class EdgeBiasedAttention(MessagePassing):
     ``to_hetero``. Targets without incoming edges receive zeros (plus the root term, if any).
 
     Args:
-        in_channels: size of each input sample, or a pair (source, target) for bipartite graphs.
+        in_channels: size of each input sample, or a pair (source, target) for bipartite graphs; -1 infers
+            it from the first input (lazy initialisation).
         out_channels: size of each output sample per head.
         heads: number of attention heads :math:`H`. (default: 1)
         concat: concatenate the heads' outputs (else average them). (default: True)
@@ -42,7 +44,8 @@ class EdgeBiasedAttention(MessagePassing):
         log_bias_channel: column of ``edge_attr`` whose log is the bias, or None for no log bias.
             (default: 0)
         edge_dim: size of the edge features for the learned term :math:`\mathbf{w}_h^\top \mathbf{e}_{ij}`,
-            or None for no learned edge term. (default: None)
+            -1 to infer it, or None for no learned edge term. (default: None) With a log bias or an edge
+            term, calling the layer without a 2-D ``edge_attr`` is a ``ValueError``.
         dropout: dropout probability of the attention weights. (default: 0.0)
         bias: learn additive biases in the linear maps. (default: True)
         root_weight: add a linear map of the target's own features to the output. (default: False)
@@ -119,6 +122,7 @@ class EdgeBiasedAttention(MessagePassing):
     ) -> Tensor | tuple[Tensor, tuple[Tensor, Tensor]]:
         """Run the layer; ``return_attention_weights`` set to any bool also returns ``(edge_index, alpha)``."""
         H, C = self.heads, self.out_channels
+        self._check_edge_attr(edge_attr)
         if isinstance(x, Tensor):
             x = (x, x)
         query = self.lin_query(x[1]).view(-1, H, C)
@@ -132,6 +136,30 @@ class EdgeBiasedAttention(MessagePassing):
         if isinstance(return_attention_weights, bool):
             return out, (edge_index, alpha)
         return out
+
+    def _check_edge_attr(self, edge_attr: OptTensor) -> None:
+        """Raise ``ValueError`` when the layer needs edge features that ``edge_attr`` (E, D) does not give."""
+        needs = [
+            name
+            for name, value in (("log_bias_channel", self.log_bias_channel), ("edge_dim", self.edge_dim))
+            if value is not None
+        ]
+        if not needs:
+            return
+        if edge_attr is None:
+            raise ValueError(
+                f"{self.__class__.__name__} has {' and '.join(needs)} set but was called without edge_attr;"
+                f" pass edge_attr of shape (E, D) or set {' and '.join(needs)} to None"
+            )
+        if edge_attr.dim() != 2:
+            raise ValueError(f"edge_attr must have shape (E, D), got {tuple(edge_attr.shape)}")
+        if (
+            self.log_bias_channel is not None
+            and not -edge_attr.shape[1] <= self.log_bias_channel < edge_attr.shape[1]
+        ):
+            raise ValueError(
+                f"log_bias_channel is {self.log_bias_channel}, but edge_attr has {edge_attr.shape[1]} columns"
+            )
 
     def message(
         self,
