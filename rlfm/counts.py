@@ -1,8 +1,9 @@
 """Observed experience as its sufficient statistic.
 
 For planning, a stream of transitions (s, a, r, s', terminated) compresses without loss into visit counts
-N(s, a), transition counts N(s, a, s') (so P̂(s'|s,a) = N(s,a,s') / N(s,a)) and reward sums (so the mean
-reward r̂(s, a)), plus the states seen to end an episode. The size does not depend on how much was seen.
+N(s, a), transition counts N(s, a, s') (so P̂(s'|s,a) = N(s,a,s') / N(s,a)) and the sums of the rewards and
+of their squares (so the mean reward r̂(s, a) and its sample variance), plus the states seen to end an
+episode. The size does not depend on how much was seen.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class Counts:
         transition_count: (K,) N(s, a, s') for each key.
         terminal: (S,) states that ended an episode when entered (observed, not given).
         max_abs_reward: the largest |reward| observed, the per-MDP reward scale.
+        reward_sq_sum: (SA,) sum of the squared rewards received after (s, a) (+inf once a square overflows
+            float64, |reward| > 1.3e154). Default (None): zeros, which PSRL reads as deterministic rewards
+            (it clamps the sum of squared deviations Σr² − (Σr)² / N at 0).
     """
 
     num_actions: Tensor
@@ -47,10 +51,13 @@ class Counts:
     transition_count: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
     terminal: Tensor | None = None
     max_abs_reward: float = 0.0
+    reward_sq_sum: Tensor | None = None
 
     def __post_init__(self) -> None:
         if self.terminal is None:
             self.terminal = torch.zeros(self.num_states, dtype=torch.bool)
+        if self.reward_sq_sum is None:
+            self.reward_sq_sum = torch.zeros_like(self.reward_sum, dtype=torch.float64)
 
     @classmethod
     def empty(cls, num_actions: Tensor | list[int]) -> Counts:
@@ -162,6 +169,7 @@ class Counts:
             raise ValueError(f"rewards of magnitude {largest:.3g} overflow the float64 reward sums")
         self.sa_count.index_add_(0, sa, torch.ones_like(sa))
         self.reward_sum = reward_sum
+        self.reward_sq_sum = self.reward_sq_sum.index_add(0, sa, reward**2)
         self.max_abs_reward = max(self.max_abs_reward, largest)
         self.terminal[next_state[terminated]] = True
         keys = torch.cat([self.transition_key, sa * self.num_states + next_state])
@@ -174,13 +182,15 @@ class Counts:
         """Raise ``ValueError`` naming the first inconsistency (shapes, ranges, non-finite sums)."""
         check_num_actions(self.num_actions)
         S, SA = self.num_states, int(self.num_actions.sum())
-        for name in ("sa_count", "reward_sum"):
+        for name in ("sa_count", "reward_sum", "reward_sq_sum"):
             if getattr(self, name).shape != (SA,):
                 raise ValueError(f"{name} must have shape ({SA},), got {tuple(getattr(self, name).shape)}")
         if self.sa_count.is_floating_point() or (self.sa_count < 0).any():
             raise ValueError("sa_count must hold non-negative integers")
         if not torch.isfinite(self.reward_sum).all():
             raise ValueError("reward_sum holds a value that is not finite")
+        if not (self.reward_sq_sum >= 0).all():  # +inf allowed: squares of |reward| > 1.3e154 overflow
+            raise ValueError("reward_sq_sum must hold non-negative numbers")
         if self.terminal is None or self.terminal.shape != (S,) or self.terminal.dtype != torch.bool:
             raise ValueError(f"terminal must be a bool tensor of shape ({S},)")
         key, count = self.transition_key, self.transition_count
@@ -206,6 +216,7 @@ class Counts:
             self,
             sa_count=self.sa_count.clone(),
             reward_sum=self.reward_sum.clone(),
+            reward_sq_sum=self.reward_sq_sum.clone(),
             transition_key=self.transition_key.clone(),
             transition_count=self.transition_count.clone(),
             terminal=self.terminal.clone(),

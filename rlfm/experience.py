@@ -253,6 +253,7 @@ def split_counts(
     S, SA, B = union.num_actions.numel(), union.sa_state.numel(), union.num_graphs
     sa_count = torch.bincount(sa, minlength=SA)
     reward_sum = torch.zeros(SA, dtype=torch.float64).index_add_(0, sa, reward)
+    reward_sq_sum = torch.zeros(SA, dtype=torch.float64).index_add_(0, sa, reward**2)
     key, inverse = torch.unique(sa * S + next_state, sorted=True, return_inverse=True)
     key_count = torch.bincount(inverse, minlength=key.numel())
     key_sa, key_next = key // S, key % S
@@ -278,11 +279,13 @@ def split_counts(
             transition_count=kc,
             terminal=t,
             max_abs_reward=float(m),
+            reward_sq_sum=r2,
         )
-        for n, c, r, k, kc, t, m in zip(
+        for n, c, r, r2, k, kc, t, m in zip(
             union.num_actions.split(states),
             sa_count.split(pairs),
             reward_sum.split(pairs),
+            reward_sq_sum.split(pairs),
             local_key.split(keys_per_graph),
             key_count.split(keys_per_graph),
             terminal.split(states),

@@ -145,6 +145,7 @@ def test_policies_do_not_depend_on_the_reward_scale(name):
     scaled = [c.copy() for c in data]
     for c in scaled:
         c.reward_sum *= 10.0
+        c.reward_sq_sum *= 100.0
         c.max_abs_reward *= 10.0
     policies = []
     for counts in (data, scaled):

@@ -40,6 +40,7 @@ class EmpiricalModel:
         edge_count: (E,) N(s, a, s').
         terminal: (R, S) states seen to end an episode.
         scale: (R,) the largest observed |reward| (1 before any non-zero reward).
+        reward_sq_sum: (R, SA) sum of the squared observed rewards of each pair.
     """
 
     layout: ActionLayout
@@ -50,6 +51,7 @@ class EmpiricalModel:
     edge_count: Tensor
     terminal: Tensor
     scale: Tensor
+    reward_sq_sum: Tensor
 
     @classmethod
     def from_counts(cls, counts: list[Counts], layout: ActionLayout) -> EmpiricalModel:
@@ -67,6 +69,7 @@ class EmpiricalModel:
             edge_count=torch.cat([c.transition_count for c in counts]).double(),
             terminal=torch.stack([c.terminal for c in counts]),
             scale=torch.tensor([c.reward_scale for c in counts], dtype=torch.float64),
+            reward_sq_sum=torch.stack([c.reward_sq_sum for c in counts]).double(),
         )
 
     @property
