@@ -4,6 +4,7 @@
   and a LightningDataModule (``datamodules.PriorDataModule``); TensorBoard logs go to ``lightning_logs/``.
   Lightning's ``predict`` is not offered: :func:`rlfm.predict_policy` is the prediction entry point.
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
+- ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
 - ``rlfm speed prior | model``: data and model throughput benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
 - ``rlfm summary RUN_DIR``: a run's last validation and test numbers, read from its TensorBoard events.
@@ -27,6 +28,7 @@ COMMANDS = {
     "validate": "score a checkpoint on the validation MDPs (Lightning; --ckpt_path)",
     "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
     "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
+    "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
     "speed": "measure data and model throughput (prior | model)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
     "summary": "print a run's last validation and test numbers (RUN_DIR)",
@@ -88,6 +90,10 @@ def _rlfm_command(command: str, argv: list[str]) -> int:
         from rlfm.evaluation.command import benchmark_main
 
         return benchmark_main(argv)
+    if command == "solve":
+        from rlfm.environments import solve_main
+
+        return solve_main(argv)
     if command == "speed":
         from rlfm.speed import speed_main
 

@@ -336,76 +336,11 @@ class TabularMDP:
 
     @classmethod
     def from_gymnasium(cls, env: Any, gamma: float = 0.95, name: str | None = None) -> TabularMDP:
-        """Convert an environment with ``Discrete`` spaces and a ``P`` table (FrozenLake, CliffWalking, Taxi).
+        """The exact MDP of a gymnasium environment with a ``P`` table (see
+        :func:`rlfm.environments.mdp_from_gymnasium`, which this calls)."""
+        from rlfm.environments import mdp_from_gymnasium
 
-        ``P[s][a]`` lists outcomes ``(prob, next_state, reward, terminated)``. Duplicate outcomes are summed
-        and the reward becomes its expectation. A state entered only through terminating outcomes becomes
-        absorbing, as does one entered that way and otherwise only from states the start cannot reach
-        (Taxi's delivered-passenger states); if a state is entered both ways, terminating outcomes go to
-        one extra absorbing state. FrozenLake, CliffWalking and Taxi keep their sizes.
-        """
-        base = env.unwrapped
-        table = getattr(base, "P", None)
-        if table is None:
-            raise ValueError(f"{type(base).__name__} has no transition table P")
-        S = int(base.observation_space.n)
-        A = int(base.action_space.n)
-        sa, nxt, prob, ends = [], [], [], []
-        reward = torch.zeros(S * A, dtype=torch.float64)
-        for s in range(S):
-            for a in range(A):
-                for p, s2, r, done in table[s][a]:
-                    sa.append(s * A + a)
-                    nxt.append(int(s2))
-                    prob.append(float(p))
-                    ends.append(bool(done))
-                    reward[s * A + a] += float(p) * float(r)
-        nxt_t, ends_t = torch.tensor(nxt), torch.tensor(ends)
-        src_t = torch.tensor(sa) // A
-        isd = getattr(base, "initial_state_distrib", None)
-        if isd is None:
-            isd = getattr(base, "isd", None)
-        start = torch.zeros(S, dtype=torch.float64)
-        if isd is not None:
-            start = torch.as_tensor(np.asarray(isd, dtype=np.float64)).clone()
-        else:
-            start[int(base.reset(seed=0)[0])] = 1.0
-        # States reachable from a start state without an episode ending first.
-        reachable = start > 0
-        going_on = ~ends_t
-        while True:
-            grown = reachable.clone()
-            grown[nxt_t[going_on & reachable[src_t]]] = True
-            if bool((grown == reachable).all()):
-                break
-            reachable = grown
-        entered_ending = torch.zeros(S, dtype=torch.bool)
-        entered_ending[nxt_t[ends_t]] = True
-        entered_going_on = torch.zeros(S, dtype=torch.bool)
-        entered_going_on[nxt_t[going_on & reachable[src_t]]] = True
-        terminal = entered_ending & ~entered_going_on
-        mixed = entered_ending & entered_going_on
-        num_states = S
-        if mixed.any():  # one extra absorbing sink for terminating entries of mixed states
-            sink = S
-            nxt_t = torch.where(ends_t & mixed[nxt_t], torch.full_like(nxt_t, sink), nxt_t)
-            terminal = torch.cat([terminal, torch.ones(1, dtype=torch.bool)])
-            start = torch.cat([start, torch.zeros(1, dtype=torch.float64)])
-            num_states = S + 1
-        num_actions = torch.full((num_states,), A, dtype=torch.long)
-        reward = torch.cat([reward, torch.zeros((num_states - S) * A, dtype=torch.float64)])
-        spec = getattr(env, "spec", None)
-        return cls.from_transitions(
-            num_actions,
-            torch.tensor(sa),
-            nxt_t,
-            torch.tensor(prob, dtype=torch.float64),
-            reward,
-            gamma=gamma,
-            start=start / start.sum(),
-            terminal=terminal,
-            name=name or (spec.id if spec is not None else type(base).__name__),
-        )
+        return mdp_from_gymnasium(env, gamma=gamma, name=name)
 
     # ------------------------------------------------------------------ export
     def to_dense(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlfm.agents import make_agent
-from rlfm.agents.incontext import InContextAgent
+from rlfm.agents.incontext import BatchedInContextAgent
 from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
 from rlfm.mdp import TabularMDP
@@ -10,9 +10,9 @@ from rlfm.network import PolicyNetwork
 from rlfm.pretrained import PACKAGED_CHECKPOINT
 
 
-def small_agent(**kwargs) -> InContextAgent:
+def small_agent(**kwargs) -> BatchedInContextAgent:
     torch.manual_seed(0)
-    return InContextAgent(network=PolicyNetwork(width=16, heads=2, num_layers=3), **kwargs)
+    return BatchedInContextAgent(network=PolicyNetwork(width=16, heads=2, num_layers=3), **kwargs)
 
 
 def test_policies_respect_each_states_actions():
@@ -61,7 +61,7 @@ def test_adaptive_depth_is_used_by_default():
 def test_packaged_network_loads_by_name():
     assert PACKAGED_CHECKPOINT.exists(), "the pretrained network must ship inside the package"
     agent = make_agent("rlfm")
-    assert isinstance(agent, InContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
+    assert isinstance(agent, BatchedInContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
 
 
 def test_packaged_network_solves_the_reference_grids_from_ample_data():

@@ -5,8 +5,8 @@
 UCBVI(c=0.3, exploit=empirical)
 
 Every agent follows :class:`~rlfm.agents.base.Agent` (batched over runs, same counts, no privileged
-information). ``make_agent("rlfm", checkpoint=...)`` imports ``rlfm.agents.incontext.InContextAgent`` on
-first use.
+information). ``make_agent("rlfm", checkpoint=...)`` imports
+``rlfm.agents.incontext.BatchedInContextAgent`` on first use.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ CLASSICAL: dict[str, type[Agent]] = {
 }
 """The classical baselines by registry name."""
 
-LAZY: dict[str, str] = {"rlfm": "rlfm.agents.incontext:InContextAgent"}
+LAZY: dict[str, str] = {"rlfm": "rlfm.agents.incontext:BatchedInContextAgent"}
 """Agents imported on first use, as ``module:class``."""
 
 AGENT_NAMES: tuple[str, ...] = (*CLASSICAL, *LAZY)

@@ -1,4 +1,5 @@
-r"""The rlfm in-context agent: a pretrained network reads the counts and returns a policy; nothing trains.
+r"""The rlfm in-context agent of the evaluation protocols: a pretrained network reads the counts and returns
+a policy; nothing trains. (For your own environment, step by step: :class:`rlfm.InContextAgent`.)
 
 Before each episode the agent turns each run's counts into an observation graph and runs the network
 once on the batch of them. Online it acts by sampling
@@ -29,7 +30,7 @@ from rlfm.network import PolicyNetwork
 from rlfm.pretrained import load_network
 
 
-class InContextAgent(Agent):
+class BatchedInContextAgent(Agent):
     """Acts with a pretrained :class:`~rlfm.network.PolicyNetwork`; no weights change at use time.
 
     Args:
