@@ -154,18 +154,17 @@ class InContextAgent(InteractiveAgent):
     (and every ``replan_every`` steps if set); between plans it samples actions from the policy raised to
     1/``temperature``. Before the first plan the policy is uniform. Nothing trains.
 
-    Cost: stepping only appends to a buffer (microseconds); a plan builds the observation graph and unrolls
-    the network until its policy settles, so it grows with S·A plus the distinct successors observed,
-    times the number of sweeps, which grows with how far values must travel (on 2 CPU cores: 0.1-0.6 s
-    for FrozenLake's 64 pairs, 1-3 s for Taxi's 3,000 after a few thousand steps). ``num_layers`` fixes
-    the sweeps instead (faster, less far-sighted).
+    Cost: stepping only appends to a buffer (microseconds); a plan builds the observation graph (two exact
+    sparse value iterations on the counts) and runs the network's sweeps, so it grows with S·A plus the
+    distinct successors observed (and, for the value iterations, with the horizon 1 / (1 - γ)).
+    ``num_layers`` sets the number of sweeps (default: the network's own rule).
 
     Args:
         temperature: T > 0; actions are drawn from π^(1/T) (1: the network's posterior; small: greedier).
         replan_every: also re-plan after this many steps without a plan (None: only at episode ends).
         checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
         network: an already loaded :class:`~rlfm.network.PolicyNetwork` (instead of ``checkpoint``).
-        num_layers: tied sweeps per plan (None: until the policy settles).
+        num_layers: tied sweeps per plan (None: the network's own rule, see ``PolicyNetwork.infer``).
 
     Attributes:
         policy: (SA,) π(a | s, data) of the last plan (its argmax is :meth:`greedy_action`).
@@ -256,7 +255,7 @@ class InContextAgent(InteractiveAgent):
             "temperature": self.temperature,
             "replan_every": self.replan_every,
             "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
-            "num_layers": self.num_layers if self.num_layers is not None else "settle",
+            "num_layers": self.num_layers if self.num_layers is not None else "default",
         }
 
 

@@ -99,6 +99,19 @@ class PolicyNetwork(nn.Module):
         return group_softmax(self(data, num_layers), data)
 
     @torch.no_grad()
+    def infer(self, data: HeteroData, max_layers: int = 512) -> tuple[Tensor, Tensor]:
+        """The default inference: logits (SA,) and the sweeps used per MDP (B,).
+
+        A network with planner inputs runs its own depth K = ``num_layers``: the exact planners carry
+        values along paths of any length, and on the validation MDPs K sweeps scored better than unrolling
+        until the policy settles (and cost far less). A network that reads the counts only must carry
+        values itself, so it unrolls until its policy settles (:meth:`settle`, at most ``max_layers``)."""
+        if not self.planner_inputs:
+            return self.settle(data, max_layers=max_layers)
+        B = int(data.num_graphs) if "batch" in data[STATE] else 1
+        return self(data), torch.full((B,), self.num_layers, dtype=torch.long)
+
+    @torch.no_grad()
     def settle(
         self, data: HeteroData, min_layers: int | None = None, max_layers: int = 512, tol: float = 1e-2
     ) -> tuple[Tensor, Tensor]:

@@ -204,7 +204,8 @@ def predict_policy(
         counts: what has been observed (:class:`~rlfm.counts.Counts`), checked with ``counts.validate()``.
         gamma: the discount of the task, a real number with 0 < gamma < 1.
         network: the network to use (default: the pretrained one shipped with rlfm, loaded once).
-        num_layers: tied sweeps, a positive integer (default: unroll until the policy settles).
+        num_layers: tied sweeps, a positive integer (default: the network's own rule,
+            :meth:`~rlfm.network.PolicyNetwork.infer`).
 
     Raises ``ValueError`` for any input outside these ranges.
     """
@@ -222,7 +223,7 @@ def predict_policy(
         network = _cache["packaged"]
     data = observation_graph(counts, gamma)
     if num_layers is None:
-        logits, _ = network.settle(data)
+        logits, _ = network.infer(data)
     else:
         logits = network(data, num_layers)
     policy = group_softmax(logits, data)

@@ -279,3 +279,17 @@ def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):
     assert all(p.grad is not None for p in net.block.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="no_grad_layers"):
         net.unroll(data, 6, first=3, no_grad_layers=3)
+
+
+def test_default_inference_runs_the_planner_networks_depth_and_settles_count_only_networks(generator):
+    data = mixed_batch(generator)
+    planner = network(num_layers=5).eval()
+    logits, sweeps = planner.infer(data)
+    torch.testing.assert_close(logits, planner(data, 5), atol=0, rtol=0)
+    assert sweeps.tolist() == [5] * data.num_graphs
+    torch.manual_seed(0)
+    counts_only = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False).eval()
+    logits, sweeps = counts_only.infer(data, max_layers=40)
+    settled, settled_sweeps = counts_only.settle(data, max_layers=40)
+    torch.testing.assert_close(logits, settled, atol=0, rtol=0)
+    assert torch.equal(sweeps, settled_sweeps)

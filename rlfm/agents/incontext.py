@@ -37,9 +37,10 @@ class BatchedInContextAgent(Agent):
         checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
         network: an already loaded network (instead of ``checkpoint``).
         temperature: T dividing the logits before sampling actions (1: the learned posterior).
-        num_layers: tied sweeps per forward pass; None unrolls until the policy settles (at least the
-            network's default, at most ``max_layers``), which lets values travel along long paths.
-        max_layers: the cap of adaptive unrolling.
+        num_layers: tied sweeps per forward pass; None follows the network's own rule
+            (:meth:`~rlfm.network.PolicyNetwork.infer`: its depth K with planner inputs, else unrolling
+            until the policy settles).
+        max_layers: the cap of that unrolling.
         device: where the network runs (default: CPU).
     """
 
@@ -75,7 +76,7 @@ class BatchedInContextAgent(Agent):
     def plan(self, counts: list[Counts]) -> None:
         batch = Batch.from_data_list(observation_graphs(counts, [self.gamma] * len(counts))).to(self.device)
         if self.num_layers is None:
-            logits, sweeps = self.network.settle(batch, max_layers=self.max_layers)
+            logits, sweeps = self.network.infer(batch, max_layers=self.max_layers)
             layers = int(sweeps.max())
         else:
             logits, layers = self.network(batch, self.num_layers), self.num_layers
@@ -91,9 +92,12 @@ class BatchedInContextAgent(Agent):
     def greedy_policy(self) -> Tensor:
         return self.layout.one_hot(self.layout.greedy_actions(self.logits, torch.zeros_like(self.logits)))
 
+    def _default_depth(self) -> int | str:
+        return self.network.num_layers if self.network.planner_inputs else f"settle<= {self.max_layers}"
+
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
             "temperature": self.temperature,
-            "num_layers": self.num_layers if self.num_layers is not None else f"settle<= {self.max_layers}",
+            "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
         }
