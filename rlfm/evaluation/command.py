@@ -62,7 +62,8 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="rlfm benchmark",
-        description="Evaluate agents on benchmark MDPs with exact policy evaluation (DESIGN §4).",
+        description="Evaluate agents on benchmark MDPs with the online or offline protocol (see the README), "
+        "scoring policies by exact policy evaluation.",
     )
     parser.add_argument("--mode", choices=("online", "offline"), default="online")
     parser.add_argument(

@@ -1,6 +1,6 @@
 r"""What the protocols share: R copies of a true MDP stepped at once, and exact scoring of policies.
 
-Scores are the normalised value of DESIGN §4, computed exactly (one linear solve per distinct policy):
+Scores are the normalised value of a policy, computed exactly (one linear solve per distinct policy):
 
 .. math::
     \text{score}(\pi) = \frac{V^\pi(\mu) - V^{unif}(\mu)}{V^*(\mu) - V^{unif}(\mu)},
