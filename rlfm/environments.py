@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 
+from rlfm.arguments import OneLineParser
 from rlfm.interactive import AGENTS, InteractiveAgent
 from rlfm.mdp import TabularMDP, check_gamma
 
@@ -204,15 +205,8 @@ def run_episodes(
 
 
 # ---------------------------------------------------------------------------------------- rlfm solve
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="rlfm solve",
         description="Run agents in a gymnasium environment with Discrete spaces, through reset/step only.",
     )

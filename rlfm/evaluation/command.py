@@ -32,11 +32,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
 from rlfm.agents import AGENT_NAMES, agent_class, agent_names, make_agent
+from rlfm.arguments import OneLineParser
 from rlfm.benchmarks import SUITES, get_benchmark
 from rlfm.evaluation.offline import BEHAVIOURS, DEFAULT_SIZES, OfflineConfig, collect_datasets, run_offline
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, run_online
@@ -52,15 +53,8 @@ from rlfm.evaluation.simulate import Scorer
 from rlfm.mdp import TabularMDP
 
 
-class _Parser(argparse.ArgumentParser):
-    """An argument parser whose errors are one line on stderr (exit status 2)."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = OneLineParser(
         prog="rlfm benchmark",
         description="Evaluate agents on benchmark MDPs with the online or offline protocol (see the README), "
         "scoring policies by exact policy evaluation.",
