@@ -420,6 +420,19 @@ def test_read_only_out_is_refused(tmp_path, capsys):
         out.chmod(0o700)
 
 
+TINY_RUN = [
+    "--envs",
+    "gridworld_3x3",
+    "--agents",
+    "random",
+    "--seeds",
+    "1",
+    "--episodes",
+    "2",
+    "--no-progress",
+]
+
+
 def test_results_survive_an_out_directory_that_breaks_during_the_run(tmp_path, capsys, monkeypatch):
     out = tmp_path / "out"
     real = command._online
@@ -434,17 +447,7 @@ def test_results_survive_an_out_directory_that_breaks_during_the_run(tmp_path, c
         return records
 
     monkeypatch.setattr(command, "_online", run_then_break_out)
-    argv = [
-        "--envs",
-        "gridworld_3x3",
-        "--agents",
-        "random",
-        "--seeds",
-        "1",
-        "--episodes",
-        "2",
-        "--no-progress",
-    ]
+    argv = TINY_RUN
     assert benchmark_main([*argv, "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "could not write to" in err and "the results are saved in" in err
@@ -455,17 +458,7 @@ def test_results_survive_an_out_directory_that_breaks_during_the_run(tmp_path, c
 
 def test_results_are_written_atomically(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    argv = [
-        "--envs",
-        "gridworld_3x3",
-        "--agents",
-        "random",
-        "--seeds",
-        "1",
-        "--episodes",
-        "2",
-        "--no-progress",
-    ]
+    argv = TINY_RUN
     assert benchmark_main([*argv, "--out", str(out)]) == 0
     previous = (out / "results.json").read_text()
 
