@@ -22,6 +22,7 @@ from rlfm.mdp import (
     integer_tensor,
     numeric_tensor,
     real_tensor,
+    state_of_pairs,
 )
 
 SAFE_REWARD = 1e150  # |rewards| below this cannot overflow a float64 sum (fewer than 1e158 of them)
@@ -90,7 +91,7 @@ class Counts:
 
     @property
     def sa_state(self) -> Tensor:
-        return torch.repeat_interleave(torch.arange(self.num_states), self.num_actions)
+        return state_of_pairs(self.num_actions)
 
     @property
     def transition_sa(self) -> Tensor:

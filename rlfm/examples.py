@@ -16,7 +16,7 @@ from rlfm.experience import ExperienceConfig, sample_experience
 from rlfm.graph import TARGET_TEMPERATURE, mdp_graph, observation_graphs
 from rlfm.mdp import TabularMDP
 from rlfm.prior import Prior
-from rlfm.solve import evaluate_policy, mdp_arrays, start_values, uniform_policy, value_iteration
+from rlfm.solve import optimal_and_uniform_start_values, optimal_values
 
 TARGET_TOLERANCE = 1e-4  # value-iteration accuracy of Q* for targets (rewards are at most 1)
 
@@ -42,7 +42,7 @@ class ExampleSampler:
     def examples_for(self, mdps: list[TabularMDP], generator: Generator) -> list[HeteroData]:
         """One training example per MDP."""
         truth = Batch.from_data_list([mdp_graph(m) for m in mdps])
-        q_star, _ = value_iteration(truth, tol=TARGET_TOLERANCE)
+        q_star, _ = optimal_values(truth, tol=TARGET_TOLERANCE)
         counts = sample_experience(truth, q_star, self.experience, generator)
         q_per_mdp = list(q_star.split([m.num_state_actions for m in mdps]))
         return observation_graphs(counts, [m.gamma for m in mdps], q_per_mdp, self.temperature)
@@ -61,9 +61,7 @@ def with_truth(
     """
     truth = [mdp_graph(m) for m in mdps]
     batch = Batch.from_data_list(truth)
-    arrays = mdp_arrays(batch)
-    optimal = start_values(batch, value_iteration(arrays)[1])
-    uniform = start_values(batch, evaluate_policy(arrays, uniform_policy(arrays)))
+    optimal, uniform = optimal_and_uniform_start_values(batch)
     for example, graph, v_star, v_uniform in zip(examples, truth, optimal, uniform, strict=True):
         graph.optimal_start_value = v_star.reshape(1)
         graph.uniform_start_value = v_uniform.reshape(1)

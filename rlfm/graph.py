@@ -46,7 +46,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import softmax
 
 from rlfm.counts import Counts
-from rlfm.mdp import TabularMDP, offsets
+from rlfm.mdp import TabularMDP, offsets, state_of_pairs
 
 STATE = "state"
 STATE_ACTION = "state_action"
@@ -93,8 +93,7 @@ TARGET_TEMPERATURE = 0.05
 
 def _relations(num_actions: Tensor, edge_sa: Tensor, edge_next: Tensor) -> dict:
     """The four edge types (local indices) for states with ``num_actions`` (S,) and E successor edges."""
-    S = num_actions.numel()
-    sa_state = torch.repeat_interleave(torch.arange(S), num_actions)
+    sa_state = state_of_pairs(num_actions)
     sa = torch.arange(sa_state.numel())
     return {
         HAS: {"edge_index": torch.stack([sa_state, sa])},
@@ -131,7 +130,7 @@ def planner_features(
     Returns:
         (SA, 6) state-action columns and (S, 2) state columns, float64.
     """
-    from rlfm.solve import MDPArrays, value_iteration  # rlfm.solve reads this module's schema
+    from rlfm.solve import MDPArrays, optimal_values  # rlfm.solve reads this module's schema
 
     S = state_graph.numel()
     sa_graph = state_graph[sa_state]
@@ -143,7 +142,7 @@ def planner_features(
     columns_sa, columns_state = [], []
     for r in (reward.masked_fill(ended, 0.0), optimistic_reward.masked_fill(ended, 0.0)):
         arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, r, gamma, state_graph, sa_graph, S)
-        q, v = value_iteration(arrays, tol=PLANNER_TOLERANCE)
+        q, v = optimal_values(arrays, tol=PLANNER_TOLERANCE)
         best, worst = (scatter_reduce(q, sa_state, S, how) for how in ("amax", "amin"))
         spread = (best - worst)[sa_state]
         advantage = torch.where(spread > PLANNER_TOLERANCE, (q - best[sa_state]) / spread, 0.0)
@@ -198,7 +197,7 @@ def observation_graphs(
     state_ptr, sa_ptr = offsets(num_states), offsets(num_pairs)
     num_actions = torch.cat([c.num_actions for c in counts])
     S, SA = num_actions.numel(), int(num_pairs.sum())
-    sa_state = torch.repeat_interleave(torch.arange(S), num_actions)  # global indices
+    sa_state = state_of_pairs(num_actions)  # global indices
     sa_graph = torch.repeat_interleave(torch.arange(B), num_pairs)
     state_graph = torch.repeat_interleave(torch.arange(B), num_states)
     edge_graph = torch.repeat_interleave(torch.arange(B), num_edges)

@@ -82,7 +82,7 @@ class TabularMDP:
     @cached_property
     def sa_state(self) -> Tensor:
         """(SA,) state of each state-action pair."""
-        return torch.repeat_interleave(torch.arange(self.num_states), self.num_actions)
+        return state_of_pairs(self.num_actions)
 
     @cached_property
     def sa_action(self) -> Tensor:
@@ -215,7 +215,7 @@ class TabularMDP:
             )
         terminal_mask = state_mask(terminal, S)
         if make_absorbing and terminal_mask.any():
-            sa_state = torch.repeat_interleave(torch.arange(S), num_actions)
+            sa_state = state_of_pairs(num_actions)
             keep = ~terminal_mask[sa_state[sa]]
             absorbing_sa = torch.nonzero(terminal_mask[sa_state]).squeeze(1)
             sa = torch.cat([sa[keep], absorbing_sa])
@@ -383,6 +383,11 @@ def offsets(sizes: Tensor) -> Tensor:
 def action_ptr(num_actions: Tensor) -> Tensor:
     """(S + 1,) start of each state's block of state-action indices, from ``num_actions`` (S,)."""
     return offsets(num_actions)
+
+
+def state_of_pairs(num_actions: Tensor) -> Tensor:
+    """(SA,) the state of each state-action pair, pairs grouped by state, from ``num_actions`` (S,)."""
+    return torch.repeat_interleave(torch.arange(num_actions.numel(), device=num_actions.device), num_actions)
 
 
 def _check_range(name: str, index: Tensor, size: int, what: str) -> None:

@@ -1,29 +1,187 @@
-r"""Exact solvers on the sparse form, batched over a PyG batch of many MDPs.
+r"""The planning core: value iteration, policy evaluation, greedy policies and normalised values, each once.
 
-Every function takes a :class:`~rlfm.mdp.TabularMDP`, an MDP or observation graph (:mod:`rlfm.graph`), or a
-PyG ``Batch`` of such graphs, whose MDPs are solved together as one disjoint union (each with its own γ).
-Policies are (SA,) tensors of action probabilities, each state's block summing to 1.
+Everything that plans or scores uses these functions: the prior's targets, the classical agents, the planner
+columns of the network's input, the evaluation scorer and the training metrics.
 
-Value iteration applies the Bellman optimality operator
+**Layout.** A pair (s, a) of a state with A_s actions has index ``action_ptr[s] + a``; :class:`ActionLayout`
+views the pairs (SA,) as a padded (S, A_max) table, so per-state maxima and argmaxima are one gather. A
+disjoint union of MDPs (a PyG batch of graphs, or R runs of one MDP) is again one layout.
+
+**Value iteration** (:func:`value_iteration`) applies a backup ``Q = backup(V)`` (R, SA), e.g. the Bellman
+optimality operator of an MDP,
 
 .. math::
-    Q(s, a) \leftarrow r(s, a) + \gamma \sum_{s'} P(s' \mid s, a) \max_{a'} Q(s', a')
+    Q(s, a) = r(s, a) + \gamma \sum_{s'} P(s' \mid s, a)\, V(s'), \qquad
+    V(s) = \min\bigl(\max_a Q(s, a),\ \text{upper}\bigr), \quad V(s) = 0 \text{ on terminal states},
 
-until :math:`\frac{\gamma}{1-\gamma} \lVert V_{k+1} - V_k \rVert_\infty <` ``tol``, a bound on the error of V.
-Policy evaluation solves :math:`(I - \gamma P_\pi) V = r_\pi` exactly, one dense solve per MDP.
+until :math:`\lVert V_{k+1} - V_k \rVert_\infty \le` ``threshold`` in every run. For a γ-contraction the
+error of V is then at most :math:`\frac{\gamma}{1-\gamma}\lVert V_{k+1} - V_k\rVert_\infty`
+(:func:`stopping_threshold` turns a tolerance on V into that threshold). Finite horizons run an exact
+number of sweeps instead. P is a sparse CSR matrix: nothing is ever S × S dense.
+
+**Policy evaluation** (:func:`evaluate_policy`) solves :math:`(I - \gamma P_\pi) V = r_\pi` exactly with a
+sparse LU factorisation (SciPy's SuperLU), many policies and many MDPs as one block-diagonal system.
+
+**Normalised value** (:func:`normalize`): :math:`(V^\pi(\mu) - V^{unif}(\mu)) / (V^*(\mu) - V^{unif}(\mu))`,
+1 for an optimal policy and 0 for the uniformly random one, μ the start distribution.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
+import numpy as np
+import scipy.sparse
+import scipy.sparse.linalg
 import torch
-from torch import Tensor
+from torch import Generator, Tensor
 from torch_geometric.data import HeteroData
 
 from rlfm.graph import OF, STATE, STATE_ACTION, TO, mdp_graph
-from rlfm.mdp import TabularMDP, offsets
+from rlfm.mdp import TabularMDP, action_ptr, offsets, state_of_pairs
+
+MAX_ITERATIONS = 100_000
+GAP_FLOOR = 1e-12  # the smallest normaliser V* - V^unif, relative to the size of the values
+
+
+class ActionLayout:
+    """Each state's block of actions as a padded (S, A_max) table; every method is batched over R rows.
+
+    Attributes:
+        num_actions: (S,), action_ptr: (S + 1,), sa_state: (SA,) state of each pair,
+        pad: (S, A_max) pair index of each (state, slot), or SA where the state has fewer actions.
+    """
+
+    def __init__(self, num_actions: Tensor) -> None:
+        self.num_actions = torch.as_tensor(num_actions, dtype=torch.long)
+        self.action_ptr = action_ptr(self.num_actions)
+        self.num_states = self.num_actions.numel()
+        self.num_pairs = int(self.action_ptr[-1])
+        self.sa_state = state_of_pairs(self.num_actions)
+        A = int(self.num_actions.max()) if self.num_states else 0
+        slots = torch.arange(A, device=self.num_actions.device)
+        self.valid = slots < self.num_actions[:, None]  # (S, A_max)
+        self.pad = torch.where(self.valid, self.action_ptr[:-1, None] + slots, self.num_pairs)
+
+    def padded(self, q: Tensor, fill: float = -torch.inf) -> Tensor:
+        """(R, S, A_max) view of ``q`` (R, SA), ``fill`` in the missing slots."""
+        return torch.nn.functional.pad(q, (0, 1), value=fill)[:, self.pad]
+
+    def state_max(self, q: Tensor) -> Tensor:
+        """(R, S) max over each state's actions of ``q`` (R, SA)."""
+        return self.padded(q).amax(dim=-1)
+
+    def expectation(self, q: Tensor, policy: Tensor) -> Tensor:
+        """(R, S) Σ_a π(a | s) q(s, a) of ``q`` (R, SA) under ``policy`` (R, SA) or (SA,)."""
+        out = q.new_zeros(q.shape[0], self.num_states)
+        return out.index_add_(1, self.sa_state, q * policy)
+
+    def greedy_actions(
+        self, q: Tensor, priority: Tensor | None = None, tolerance: Tensor | float = 0.0
+    ) -> Tensor:
+        """(R, S) each state's best action under ``q`` (R, SA): actions within ``tolerance`` (R, 1) of the
+        best tie, and ties go to the highest ``priority`` (R, SA) in [0, 1), else to the lowest index."""
+        best = self.state_max(q)[:, self.sa_state]  # (R, SA)
+        key = torch.where(q >= best - tolerance, 1.0 + (0.0 if priority is None else priority), 0.0)
+        return self.padded(key, fill=-1.0).argmax(dim=-1)
+
+    def one_hot(self, actions: Tensor) -> Tensor:
+        """(R, SA) the deterministic policies taking ``actions`` (R, S)."""
+        policy = torch.zeros(actions.shape[0], self.num_pairs, dtype=torch.float64, device=actions.device)
+        return policy.scatter_(1, self.action_ptr[:-1] + actions, 1.0)
+
+    def greedy_policy(self, q: Tensor) -> Tensor:
+        """The deterministic greedy policy of ``q``, (SA,) or (R, SA) like ``q``, ties to the lowest index."""
+        policy = self.one_hot(self.greedy_actions(q.reshape(-1, self.num_pairs)))
+        return policy.reshape(q.shape)
+
+    def uniform(self, runs: int) -> Tensor:
+        """(R, SA) the uniformly random policy."""
+        return (1.0 / self.num_actions[self.sa_state].double()).expand(runs, -1).clone()
+
+    def random_actions(self, states: Tensor, generator: Generator) -> Tensor:
+        """(R,) uniformly random actions in ``states`` (R,)."""
+        u = torch.rand(states.shape, generator=generator, dtype=torch.float64)
+        return (u * self.num_actions[states]).long().clamp(max=self.num_actions[states] - 1)
+
+
+class NotConvergedError(RuntimeError):
+    """Value iteration reached its sweep limit before its stopping rule held."""
+
+
+def stopping_threshold(scale: Tensor | float, gamma: Tensor | float, tolerance: float) -> Tensor | float:
+    """The change ‖V_{k+1} - V_k‖∞ below which the error of V is at most ``tolerance`` × ``scale``."""
+    return tolerance * scale * (1.0 - gamma) / gamma
+
+
+def value_iteration(
+    backup: Callable[[Tensor], Tensor],
+    layout: ActionLayout,
+    threshold: Tensor | float,
+    *,
+    terminal: Tensor | None = None,
+    initial: Tensor | None = None,
+    upper: Tensor | None = None,
+    reduce: Callable[[Tensor], Tensor] | None = None,
+    sweeps: int | None = None,
+    max_iterations: int = MAX_ITERATIONS,
+) -> tuple[Tensor, Tensor]:
+    """Iterate ``V ← reduce(backup(V))`` (see the module docstring); returns Q (R, SA) and V (R, S).
+
+    Args:
+        backup: maps V (R, S) to Q (R, SA); a γ-contraction.
+        layout: the pairs of each state (shared by the R rows).
+        threshold: (R,) or a number: stop once no row's values change by more (see :func:`stopping_threshold`).
+        terminal: (R, S) or (S,) states held at value 0.
+        initial: (R, S) warm start (default: zeros, as many rows as ``terminal``, else one).
+        upper: (R, 1) cap on V (optimistic planners), applied after ``reduce``.
+        reduce: Q (R, SA) to V (R, S); default the max over actions (optimal values), a policy's
+            expectation (:meth:`ActionLayout.expectation`) evaluates that policy.
+        sweeps: run exactly this many sweeps from ``initial`` (finite-horizon values), no stopping rule.
+    Raises:
+        NotConvergedError: the stopping rule did not hold within ``max_iterations`` sweeps.
+    """
+    reduce = layout.state_max if reduce is None else reduce
+    if initial is None:
+        rows = terminal.shape[0] if terminal is not None and terminal.dim() == 2 else 1
+        initial = torch.zeros(rows, layout.num_states, dtype=torch.float64)
+    values = initial
+    q = backup(values)
+    for _ in range(max_iterations if sweeps is None else sweeps):
+        new_values = reduce(q)
+        if upper is not None:
+            new_values = torch.minimum(new_values, upper)
+        if terminal is not None:
+            new_values = new_values.masked_fill(terminal, 0.0)
+        change = (new_values - values).abs().amax(dim=1)
+        values = new_values
+        q = backup(values)
+        if sweeps is None and bool((change <= threshold).all()):
+            return q, values
+    if sweeps is None:
+        raise NotConvergedError(
+            f"value iteration did not converge in {max_iterations} sweeps: the values still change by "
+            f"{float(change.max()):.3g} (stopping threshold {float(torch.as_tensor(threshold).min()):.3g}); "
+            "is gamma close to 1 or are the rewards huge?"
+        )
+    return q, values
+
+
+def sparse_rows(rows: Tensor, cols: Tensor, weight: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A sparse CSR matrix ``shape`` with ``weight`` at (``rows``, ``cols``) (E,), ``rows`` sorted."""
+    crow = offsets(torch.bincount(rows, minlength=shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # sparse CSR support is flagged as beta
+        return torch.sparse_csr_tensor(crow, cols, weight, shape, check_invariants=False)
+
+
+def expectation(matrix: Tensor, values: Tensor) -> Tensor:
+    """(R, SA) Σ_s' W(s' | s, a) V(s') from a union matrix (R·SA, R·S) and ``values`` (R, S)."""
+    runs = values.shape[0]
+    return (matrix @ values.reshape(-1)).reshape(runs, -1)
 
 
 @dataclass(frozen=True)
@@ -48,34 +206,29 @@ class MDPArrays:
     def num_graphs(self) -> int:
         return self.gamma.numel()
 
-    @property
-    def gamma_sa(self) -> Tensor:
-        return self.gamma[self.sa_graph]
+    @cached_property
+    def layout(self) -> ActionLayout:
+        return ActionLayout(torch.bincount(self.sa_state, minlength=self.num_states))
 
-    @property
-    def num_actions(self) -> Tensor:
-        return torch.bincount(self.sa_state, minlength=self.num_states)
-
+    @cached_property
     def transition_matrix(self) -> Tensor:
-        """P as a sparse CSR matrix (SA, S)."""
-        crow = offsets(torch.bincount(self.edge_sa, minlength=self.reward.numel()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.sparse_csr_tensor(
-                crow,
-                self.edge_next,
-                self.prob,
-                (self.reward.numel(), self.num_states),
-                check_invariants=False,
-            )
+        """γ(s, a) P(s' | s, a) as a sparse CSR matrix (SA, S), γ of each pair's MDP folded in."""
+        weight = self.gamma[self.sa_graph][self.edge_sa] * self.prob
+        return sparse_rows(self.edge_sa, self.edge_next, weight, (self.reward.numel(), self.num_states))
+
+    def bellman_backup(self, values: Tensor) -> Tensor:
+        """(R, SA) r(s, a) + γ Σ_s' P(s' | s, a) V(s') for ``values`` (R, S)."""
+        return self.reward + (self.transition_matrix @ values.T).T
 
 
 def as_graph(mdp: TabularMDP | HeteroData) -> HeteroData:
     return mdp_graph(mdp) if isinstance(mdp, TabularMDP) else mdp
 
 
-def mdp_arrays(mdp: TabularMDP | HeteroData, dtype: torch.dtype = torch.float64) -> MDPArrays:
+def mdp_arrays(mdp: TabularMDP | HeteroData | MDPArrays, dtype: torch.dtype = torch.float64) -> MDPArrays:
     """Extract the solver's tensors from an MDP, a graph or a batch of graphs."""
+    if isinstance(mdp, MDPArrays):
+        return mdp
     graph = as_graph(mdp)
     S, SA = graph[STATE].num_nodes, graph[STATE_ACTION].num_nodes
     batched = "batch" in graph[STATE]
@@ -93,79 +246,40 @@ def mdp_arrays(mdp: TabularMDP | HeteroData, dtype: torch.dtype = torch.float64)
     )
 
 
-def state_max(q: Tensor, num_actions: Tensor) -> Tensor:
-    """max over each state's actions of ``q`` (SA,), pairs grouped by state; returns (S,)."""
-    return torch.segment_reduce(q, "max", lengths=num_actions)
-
-
-def value_iteration(
-    mdp: TabularMDP | HeteroData | MDPArrays,
-    tol: float = 1e-8,
-    max_iterations: int = 100_000,
-    dtype: torch.dtype = torch.float64,
+def optimal_values(
+    mdp: TabularMDP | HeteroData | MDPArrays, tol: float = 1e-8, dtype: torch.dtype = torch.float64
 ) -> tuple[Tensor, Tensor]:
-    """Optimal action values Q* (SA,) and state values V* (S,), to within ``tol`` in V."""
-    arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp, dtype)
-    P = arrays.transition_matrix()
-    gamma_sa, num_actions = arrays.gamma_sa, arrays.num_actions
-    gamma_max = float(arrays.gamma.max())
-    threshold = tol * (1 - gamma_max) / gamma_max
-    v = arrays.reward.new_zeros(arrays.num_states)
-    for _ in range(max_iterations):
-        q = torch.addcmul(arrays.reward, gamma_sa, P @ v)
-        v_next = state_max(q, num_actions)
-        delta = float((v_next - v).abs().max())
-        v = v_next
-        if delta < threshold:
-            break
-    return q, v
+    """Optimal action values Q* (SA,) and state values V* (S,) of an MDP or a union, to within ``tol`` in V."""
+    arrays = mdp_arrays(mdp, dtype)
+    gamma = float(arrays.gamma.max()) if arrays.num_graphs else 0.5
+    q, v = value_iteration(arrays.bellman_backup, arrays.layout, stopping_threshold(1.0, gamma, tol))
+    return q[0], v[0]
 
 
-def policy_matrices(arrays: MDPArrays, policy: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Edges of P_π as (state, next state, weight) lists and r_π (S,)."""
-    pi = policy.to(arrays.reward.dtype)
-    r_pi = pi.new_zeros(arrays.num_states)
-    r_pi.index_add_(0, arrays.sa_state, pi * arrays.reward)
-    weight = pi[arrays.edge_sa] * arrays.prob
-    return arrays.sa_state[arrays.edge_sa], arrays.edge_next, weight, r_pi
-
-
-def evaluate_policy(
-    mdp: TabularMDP | HeteroData | MDPArrays, policy: Tensor, dtype: torch.dtype = torch.float64
-) -> Tensor:
-    """V^π (S,) by one exact linear solve (I - γ P_π) V = r_π per MDP."""
-    arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp, dtype)
-    src, dst, weight, r_pi = policy_matrices(arrays, policy)
-    state_ptr = offsets(torch.bincount(arrays.state_graph, minlength=arrays.num_graphs)).tolist()
-    edge_ptr = offsets(torch.bincount(arrays.state_graph[src], minlength=arrays.num_graphs)).tolist()
-    values = torch.empty_like(r_pi)
-    for b in range(arrays.num_graphs):
-        lo, hi = state_ptr[b], state_ptr[b + 1]
-        e0, e1 = edge_ptr[b], edge_ptr[b + 1]
-        system = torch.eye(hi - lo, dtype=r_pi.dtype, device=r_pi.device)
-        system.index_put_(
-            (src[e0:e1] - lo, dst[e0:e1] - lo), -arrays.gamma[b] * weight[e0:e1], accumulate=True
-        )
-        values[lo:hi] = torch.linalg.solve(system, r_pi[lo:hi])
-    return values
+def evaluate_policy(mdp: TabularMDP | HeteroData | MDPArrays, policy: Tensor) -> Tensor:
+    """V^π by one exact sparse solve of (I - γ P_π) V = r_π: ``policy`` (SA,) gives (S,), (U, SA) gives (U, S)."""
+    arrays = mdp_arrays(mdp)
+    S, SA = arrays.num_states, arrays.reward.numel()
+    pi = policy.detach().to("cpu", torch.float64).reshape(-1, SA)
+    U = pi.shape[0]
+    reward = arrays.reward.cpu()
+    sa_state, edge_sa, edge_next = arrays.sa_state.cpu(), arrays.edge_sa.cpu(), arrays.edge_next.cpu()
+    r_pi = torch.zeros(U, S, dtype=torch.float64).index_add_(1, sa_state, pi * reward)
+    discount = (arrays.gamma[arrays.sa_graph][arrays.edge_sa] * arrays.prob).cpu()  # (E,)
+    weight = pi[:, edge_sa] * discount  # (U, E)
+    shift = (torch.arange(U) * S)[:, None]
+    rows = (shift + sa_state[edge_sa]).reshape(-1).numpy()
+    cols = (shift + edge_next).reshape(-1).numpy()
+    transition = scipy.sparse.csc_matrix((weight.reshape(-1).numpy(), (rows, cols)), shape=(U * S, U * S))
+    system = scipy.sparse.identity(U * S, format="csc") - transition
+    values = np.atleast_1d(scipy.sparse.linalg.spsolve(system, r_pi.reshape(-1).numpy()))
+    values = torch.from_numpy(values).reshape(U, S).to(arrays.reward.device)
+    return values.reshape(S) if policy.dim() == 1 else values
 
 
 def uniform_policy(mdp: TabularMDP | HeteroData | MDPArrays) -> Tensor:
     """(SA,) the uniformly random policy."""
-    arrays = mdp if isinstance(mdp, MDPArrays) else mdp_arrays(mdp)
-    return 1.0 / arrays.num_actions[arrays.sa_state].to(arrays.reward.dtype)
-
-
-def greedy_policy(scores: Tensor, sa_state: Tensor, num_states: int) -> Tensor:
-    """(SA,) the deterministic policy taking each state's highest-scoring action (lowest index on ties)."""
-    num_actions = torch.bincount(sa_state, minlength=num_states)
-    best = state_max(scores, num_actions)
-    index = torch.arange(scores.numel(), device=scores.device, dtype=torch.float64)
-    candidate = torch.where(scores == best[sa_state], index, float(scores.numel()))
-    first = torch.segment_reduce(candidate, "min", lengths=num_actions).long()
-    policy = torch.zeros(scores.numel(), dtype=torch.float64, device=scores.device)
-    policy[first] = 1.0
-    return policy
+    return mdp_arrays(mdp).layout.uniform(1)[0]
 
 
 def start_values(mdp: TabularMDP | HeteroData, values: Tensor) -> Tensor:
@@ -179,27 +293,40 @@ def start_values(mdp: TabularMDP | HeteroData, values: Tensor) -> Tensor:
     return values.new_zeros(graph.gamma.numel()).index_add_(0, state_graph, weighted)
 
 
+def normalizer(optimal: Tensor, uniform: Tensor) -> Tensor:
+    """V* - V^unif, floored at ``GAP_FLOOR`` × max(|V*|, |V^unif|) and at the smallest normal float: scores do
+    not depend on the scale of the rewards, and an MDP where every policy is worth the same scores 0, not NaN."""
+    size = torch.maximum(optimal.abs(), uniform.abs())
+    return torch.maximum(optimal - uniform, (GAP_FLOOR * size).clamp(min=torch.finfo(size.dtype).tiny))
+
+
+def normalize(value: Tensor, optimal: Tensor, uniform: Tensor) -> Tensor:
+    """(V^π - V^unif) / (V* - V^unif), broadcast over the arguments (the normaliser floored, :func:`normalizer`)."""
+    return (value - uniform) / normalizer(optimal, uniform)
+
+
+def optimal_and_uniform_start_values(mdp: TabularMDP | HeteroData) -> tuple[Tensor, Tensor]:
+    """(B,) V*(μ) and V^unif(μ) of each MDP; V* to 1e-8 relative to the rewards where they are small."""
+    arrays = mdp_arrays(mdp)
+    scale = min(1.0, float(arrays.reward.abs().max())) if arrays.reward.numel() else 1.0
+    optimal = start_values(mdp, optimal_values(arrays, tol=1e-8 * (scale or 1.0))[1])
+    uniform = start_values(mdp, evaluate_policy(arrays, uniform_policy(arrays)))
+    return optimal, uniform
+
+
 def normalized_value(
     mdp: TabularMDP | HeteroData,
     policy: Tensor,
     optimal_start_value: Tensor | None = None,
     uniform_start_value: Tensor | None = None,
 ) -> Tensor:
-    r"""(B,) :math:`(V^\pi(s_0) - V^{unif}(s_0)) / (V^*(s_0) - V^{unif}(s_0))`: 1 optimal, 0 uniform random.
+    """(B,) the normalised value of ``policy`` (SA,) on each MDP: 1 optimal, 0 uniformly random.
 
     Needs the true MDP (start distribution included). Pass the optimal and uniform start values to skip
     their computation when scoring many policies on the same MDPs.
     """
     graph = as_graph(mdp)
-    arrays = mdp_arrays(graph)
-    if optimal_start_value is None:  # to 1e-8 relative to the rewards where they are small
-        scale = min(1.0, float(arrays.reward.abs().max())) or 1.0
-        optimal_start_value = start_values(graph, value_iteration(arrays, tol=1e-8 * scale)[1])
-    if uniform_start_value is None:
-        uniform_start_value = start_values(graph, evaluate_policy(arrays, uniform_policy(arrays)))
-    value = start_values(graph, evaluate_policy(arrays, policy))
-    # floored relative to the values' size (and at the smallest normal float): scores do not depend on the
-    # reward scale, and an MDP where every policy is worth the same gets scores near 0, not NaN
-    size = torch.maximum(optimal_start_value.abs(), uniform_start_value.abs())
-    floor = (1e-12 * size).clamp(min=torch.finfo(size.dtype).tiny)
-    return (value - uniform_start_value) / torch.maximum(optimal_start_value - uniform_start_value, floor)
+    if optimal_start_value is None or uniform_start_value is None:
+        optimal_start_value, uniform_start_value = optimal_and_uniform_start_values(graph)
+    value = start_values(graph, evaluate_policy(graph, policy))
+    return normalize(value, optimal_start_value, uniform_start_value)

@@ -30,7 +30,7 @@ from torchmetrics import MeanMetric
 
 from rlfm.graph import OF, STATE, STATE_ACTION
 from rlfm.network import PolicyNetwork, log_group_softmax
-from rlfm.solve import evaluate_policy, greedy_policy, mdp_arrays, start_values
+from rlfm.solve import ActionLayout, evaluate_policy, normalize, start_values
 
 METRICS = ("loss", "kl", "agreement", "normalized_value", "normalized_value_deep")
 DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers sweeps: is the block stable?
@@ -45,7 +45,9 @@ def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
     cross_entropy = -scatter(target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
     entropy = -scatter(torch.special.xlogy(target, target), sa_state, dim=0, dim_size=S, reduce="sum")
     best_q = scatter(q_star, sa_state, dim=0, dim_size=S, reduce="max")
-    chosen = greedy_policy(logits.detach(), sa_state, S).to(q_star.dtype)
+    chosen = (
+        ActionLayout(torch.bincount(sa_state, minlength=S)).greedy_policy(logits.detach()).to(q_star.dtype)
+    )
     optimal = (q_star >= best_q[sa_state] - 1e-6).to(q_star.dtype)
     agreement = scatter(chosen * optimal, sa_state, dim=0, dim_size=S, reduce="sum")
     return {"loss": cross_entropy, "kl": cross_entropy - entropy, "agreement": agreement}
@@ -184,10 +186,10 @@ class PolicyLearner(LightningModule):
     @staticmethod
     def normalized_values(data: HeteroData, truth: HeteroData, logits: Tensor) -> Tensor:
         """(B,) exact normalised value of the greedy policy of ``logits`` on each true MDP."""
-        policy = greedy_policy(logits.detach().double(), data[OF].edge_index[1], data[STATE].num_nodes)
-        value = start_values(truth, evaluate_policy(mdp_arrays(truth), policy))
-        optimal, uniform = truth.optimal_start_value, truth.uniform_start_value
-        return (value - uniform) / (optimal - uniform).clamp(min=1e-12)
+        sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
+        policy = ActionLayout(torch.bincount(sa_state, minlength=S)).greedy_policy(logits.detach().double())
+        value = start_values(truth, evaluate_policy(truth, policy))
+        return normalize(value, truth.optimal_start_value, truth.uniform_start_value)
 
     def on_validation_epoch_end(self) -> None:
         summary = self._log_summary(self.val_metrics, "val")

@@ -5,14 +5,14 @@ import torch
 
 import rlfm.agents
 from rlfm.agents import CLASSICAL, agent_class, agent_names, make_agent
-from rlfm.agents.base import ActionLayout, per_run
+from rlfm.agents.base import per_run
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets, run_offline
 from rlfm.evaluation.online import OnlineConfig, run_online
 from rlfm.mdp import TabularMDP
-from rlfm.solve import value_iteration
+from rlfm.solve import ActionLayout, optimal_values
 
 MODEL_BASED = ("ucbvi", "ucbvi_bernstein", "psrl", "ce", "vi_lcb", "pevi")
 
@@ -108,7 +108,7 @@ def test_empirical_model_unions_runs():
 @pytest.mark.parametrize("name", ["gridworld_5x5", "frozenlake_4x4_slip02"])
 def test_exact_counts_give_the_true_values(name):
     mdp = get_benchmark(name)
-    q_star = value_iteration(mdp)[0]
+    q_star = optimal_values(mdp)[0]
     live = ~mdp.terminal[mdp.sa_state]
     counts = [exact_counts(mdp)]
     _, (q_ce, _) = solved("ce", mdp, counts)

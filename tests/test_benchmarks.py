@@ -8,7 +8,7 @@ from rlfm.benchmarks import BENCHMARKS, REPORTED_SUITES, SUITES, VALIDATION, get
 from rlfm.benchmarks.classic import SIXARMS_REWARD, walled_gridworld
 from rlfm.benchmarks.validation import same_mdp
 from rlfm.mdp import TabularMDP
-from rlfm.solve import evaluate_policy, greedy_policy, start_values, uniform_policy, value_iteration
+from rlfm.solve import ActionLayout, evaluate_policy, optimal_values, start_values, uniform_policy
 from tests.conftest import DATA
 
 SIZES = {  # name: (states, state-action pairs)
@@ -32,12 +32,12 @@ SIZES = {  # name: (states, state-action pairs)
 
 
 def optimal_actions(mdp: TabularMDP) -> torch.Tensor:
-    q, _ = value_iteration(mdp)
-    return mdp.sa_action[greedy_policy(q, mdp.sa_state, mdp.num_states) > 0]
+    q, _ = optimal_values(mdp)
+    return mdp.sa_action[ActionLayout(mdp.num_actions).greedy_policy(q) > 0]
 
 
 def optimal_start_value(mdp: TabularMDP) -> float:
-    return float(start_values(mdp, value_iteration(mdp)[1]))
+    return float(start_values(mdp, optimal_values(mdp)[1]))
 
 
 def test_registry_and_suites():

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rlfm.agents.base import ActionLayout, Agent
+from rlfm.agents.base import Agent
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.command import benchmark_main
@@ -12,7 +12,7 @@ from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge, run_online
 from rlfm.evaluation.report import bootstrap_ci, markdown_table, summarize_online
 from rlfm.evaluation.simulate import Scorer, Simulator
-from rlfm.solve import greedy_policy, normalized_value, value_iteration
+from rlfm.solve import ActionLayout, normalized_value, optimal_values
 
 
 class OracleAgent(Agent):
@@ -21,8 +21,8 @@ class OracleAgent(Agent):
     name = "oracle"
 
     def __init__(self, mdp):
-        q = value_iteration(mdp)[0]
-        self.policy = greedy_policy(q, mdp.sa_state, mdp.num_states)
+        q = optimal_values(mdp)[0]
+        self.policy = ActionLayout(mdp.num_actions).greedy_policy(q)
         self.actions = mdp.sa_action[self.policy > 0]
         self.seen: list[list[Counts]] = []
 
@@ -80,7 +80,7 @@ def test_scorer_matches_normalized_value_and_caches():
     policies = raw / totals[:, mdp.sa_state]
     expected = torch.cat([normalized_value(mdp, p) for p in policies])
     assert torch.allclose(scorer.normalized(policies), expected, atol=1e-10)
-    optimal = greedy_policy(value_iteration(mdp)[0], mdp.sa_state, mdp.num_states)
+    optimal = ActionLayout(mdp.num_actions).greedy_policy(optimal_values(mdp)[0])
     uniform = ActionLayout(mdp.num_actions).uniform(1)
     assert scorer.normalized(torch.stack([optimal, optimal, uniform[0]])).tolist() == pytest.approx([1, 1, 0])
     assert len(scorer._cache) == 5
@@ -133,7 +133,7 @@ def test_offline_datasets_are_nested_prefixes(behaviour):
     small, large = datasets[1][0], datasets[2][0]
     assert (small.sa_count <= large.sa_count).all()
     if behaviour != "uniform":
-        optimal = greedy_policy(value_iteration(mdp)[0], mdp.sa_state, mdp.num_states) > 0
+        optimal = ActionLayout(mdp.num_actions).greedy_policy(optimal_values(mdp)[0]) > 0
         share = float(large.sa_count[optimal].sum()) / 512
         assert share > (0.9 if behaviour == "narrow" else 0.7)
 

@@ -8,12 +8,12 @@ from rlfm.experience import ExperienceConfig, sample_experience
 from rlfm.graph import mdp_graph
 from rlfm.mdp import TabularMDP
 from rlfm.prior import Prior, reference_prior
-from rlfm.solve import value_iteration
+from rlfm.solve import optimal_values
 
 
 def sample(mdps, config, seed=0):
     batch = Batch.from_data_list([mdp_graph(m) for m in mdps])
-    q, _ = value_iteration(batch, tol=1e-6)
+    q, _ = optimal_values(batch, tol=1e-6)
     return sample_experience(batch, q, config, torch.Generator().manual_seed(seed))
 
 
@@ -77,7 +77,7 @@ def test_epsilon_greedy_follows_the_optimal_policy_mostly():
         weights={"trajectories": 1.0}, episodes=(30, 30), behaviours={"epsilon_greedy": 1.0}
     )
     counts = sample([mdp], config)[0]
-    q, _ = value_iteration(mdp)
+    q, _ = optimal_values(mdp)
     best = q.view(mdp.num_states, -1).argmax(dim=1)
     visits = counts.sa_count.view(mdp.num_states, -1)
     greedy_visits = visits[torch.arange(mdp.num_states), best].sum()

@@ -22,7 +22,7 @@ from rlfm.graph import (
 )
 from rlfm.mdp import TabularMDP
 from rlfm.prior import Prior
-from rlfm.solve import value_iteration
+from rlfm.solve import optimal_values
 
 
 def small_counts() -> Counts:
@@ -93,7 +93,7 @@ def test_edges_grow_with_observations_not_with_the_square_of_states():
 
 def test_targets_are_boltzmann_policies_of_q_star():
     grid = gridworld(3)
-    q, _ = value_iteration(grid)
+    q, _ = optimal_values(grid)
     counts = Counts.empty_like(grid)
     counts.update(
         torch.tensor([0, 1]), torch.tensor([3, 3]), torch.tensor([-1.0, -1.0]), torch.tensor([1, 2])
@@ -147,7 +147,7 @@ def test_example_targets_match_each_true_mdp():
     sampler = ExampleSampler()
     mdps = sampler.sample_mdps(5, g)
     for mdp, example in zip(mdps, sampler.examples_for(mdps, g), strict=True):
-        q, _ = value_iteration(mdp, tol=1e-8)
+        q, _ = optimal_values(mdp, tol=1e-8)
         scale = float(example.reward_scale)
         assert torch.allclose(example[STATE_ACTION].q_star.double(), q / scale, atol=1e-3)
         assert example[STATE_ACTION].num_nodes == mdp.num_state_actions

@@ -11,7 +11,7 @@ from rlfm.examples import ExampleSampler
 from rlfm.graph import FROM, OF, STATE, STATE_ACTION, observation_graph
 from rlfm.network import PolicyNetwork, group_softmax
 from rlfm.prior import Prior, ReferencePrior
-from rlfm.solve import value_iteration
+from rlfm.solve import optimal_values
 
 ATOL = 1e-5
 
@@ -51,7 +51,7 @@ def mixed_batch(generator: torch.Generator) -> Batch:
     prior.gridworld.max_side = 4
     graphs = ExampleSampler(prior=prior).sample(6, generator)
     grid = gridworld(3)
-    q, _ = value_iteration(grid)
+    q, _ = optimal_values(grid)
     graphs.append(observation_graph(Counts.empty_like(grid), 0.95, q_star=q))  # no data at all
     counts = random_counts(generator, [1, 3, 2, 4, 2], transitions=4)
     graphs.append(observation_graph(counts, 0.9, q_star=torch.zeros(counts.num_state_actions)))

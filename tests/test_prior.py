@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlfm.prior import FAMILIES, Prior, ReferencePrior, reference_prior
-from rlfm.solve import start_values, value_iteration
+from rlfm.solve import optimal_values, start_values
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -65,7 +65,7 @@ def test_structured_families_have_their_defining_features():
     grid = Prior(weights={"gridworld": 1.0}).sample(g)
     assert grid.max_actions == 4 and grid.terminal.any()  # goals are absorbing
     sea = Prior(weights={"deepsea": 1.0}).sample(g)
-    _q, v = value_iteration(sea)
+    _q, v = optimal_values(sea)
     assert float(start_values(sea, v)) > 0  # the treasure is worth the cost of reaching it
     bandit = Prior(weights={"bandit": 1.0}).sample(g)
     assert bandit.num_states == 1 and bandit.reward_noise >= 0

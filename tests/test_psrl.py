@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from rlfm.agents import make_agent
-from rlfm.agents.base import ActionLayout
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.agents.posterior import (
     Transitions,
@@ -21,6 +20,7 @@ from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.online import OnlineConfig, run_online
 from rlfm.mdp import TabularMDP
+from rlfm.solve import ActionLayout
 
 SAMPLES = 20_000
 S = 5

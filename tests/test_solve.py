@@ -6,10 +6,14 @@ from rlfm.benchmarks.reference import frozenlake_style, gridworld
 from rlfm.graph import OF, STATE, mdp_graph
 from rlfm.mdp import TabularMDP
 from rlfm.solve import (
+    ActionLayout,
+    NotConvergedError,
     evaluate_policy,
-    greedy_policy,
+    mdp_arrays,
     normalized_value,
+    optimal_values,
     start_values,
+    stopping_threshold,
     uniform_policy,
     value_iteration,
 )
@@ -30,7 +34,7 @@ def test_value_iteration_matches_dense_brute_force(seed):
     S, A = int(torch.randint(2, 15, (), generator=g)), int(torch.randint(1, 5, (), generator=g))
     P, R = random_dense_mdp(g, S, A)
     mdp = TabularMDP.from_dense(P, R, gamma=0.9)
-    q, v = value_iteration(mdp, tol=1e-10)
+    q, v = optimal_values(mdp, tol=1e-10)
     q_ref, v_ref = brute_force_value_iteration(P, R, 0.9)
     assert torch.allclose(v, v_ref, atol=1e-8)
     assert torch.allclose(q, q_ref.flatten(), atol=1e-8)
@@ -42,14 +46,14 @@ def test_batched_solvers_equal_single_ones(generator):
         P, R = random_dense_mdp(generator, S, A)
         mdps.append(TabularMDP.from_dense(P, R, gamma=gamma, start=torch.full((S,), 1 / S)))
     batch = Batch.from_data_list([mdp_graph(m) for m in mdps])
-    q, v = value_iteration(batch, tol=1e-10)
+    q, v = optimal_values(batch, tol=1e-10)
     sa_state, num_states = batch[OF].edge_index[1], batch[STATE].num_nodes
     policy = torch.rand(q.shape, generator=generator, dtype=torch.float64)
     policy = policy / torch.zeros(num_states, dtype=torch.float64).index_add_(0, sa_state, policy)[sa_state]
     v_pi = evaluate_policy(batch, policy)
     offset_s, offset_sa = 0, 0
     for mdp in mdps:
-        q1, v1 = value_iteration(mdp, tol=1e-10)
+        q1, v1 = optimal_values(mdp, tol=1e-10)
         S, SA = mdp.num_states, mdp.num_state_actions
         assert torch.allclose(v[offset_s : offset_s + S], v1, atol=1e-9)
         assert torch.allclose(q[offset_sa : offset_sa + SA], q1, atol=1e-9)
@@ -57,7 +61,7 @@ def test_batched_solvers_equal_single_ones(generator):
             v_pi[offset_s : offset_s + S], evaluate_policy(mdp, policy[offset_sa : offset_sa + SA])
         )
         offset_s, offset_sa = offset_s + S, offset_sa + SA
-    optimal = normalized_value(batch, greedy_policy(q, sa_state, num_states))
+    optimal = normalized_value(batch, ActionLayout(torch.bincount(sa_state)).greedy_policy(q))
     assert torch.allclose(optimal, torch.ones(3, dtype=torch.float64))
 
 
@@ -80,24 +84,62 @@ def test_policy_evaluation_is_exact(generator):
     ],
 )
 def test_known_values_of_reference_grids(mdp, v_star, v_uniform):
-    q, v = value_iteration(mdp)
+    q, v = optimal_values(mdp)
     assert float(start_values(mdp, v)) == pytest.approx(v_star, abs=1e-4)
     assert float(start_values(mdp, evaluate_policy(mdp, uniform_policy(mdp)))) == pytest.approx(
         v_uniform, abs=1e-4
     )
-    greedy = greedy_policy(q, mdp.sa_state, mdp.num_states)
+    greedy = ActionLayout(mdp.num_actions).greedy_policy(q)
     assert float(normalized_value(mdp, greedy)) == pytest.approx(1.0, abs=1e-6)
     assert float(normalized_value(mdp, uniform_policy(mdp))) == pytest.approx(0.0, abs=1e-9)
 
 
 def test_gridworld_optimal_path_by_hand():
     # 3x3: the goal is 4 moves away; each step -1, entering the goal -1 + 10
-    _q, v = value_iteration(gridworld(3))
+    _q, v = optimal_values(gridworld(3))
     assert float(v[0]) == pytest.approx(-1 - 0.95 - 0.95**2 + 9 * 0.95**3)
     assert float(v[8]) == 0.0  # absorbing goal
 
 
 def test_greedy_policy_breaks_ties_by_lowest_index():
     sa_state = torch.tensor([0, 0, 0, 1, 1])
-    policy = greedy_policy(torch.tensor([1.0, 3.0, 3.0, -1.0, -2.0]), sa_state, 2)
+    policy = ActionLayout(torch.bincount(sa_state)).greedy_policy(torch.tensor([1.0, 3.0, 3.0, -1.0, -2.0]))
     assert policy.tolist() == [0, 1, 0, 1, 0]
+
+
+def test_policy_evaluation_of_many_policies_on_a_union_of_mdps(generator):
+    mdps = [
+        TabularMDP.from_dense(*random_dense_mdp(generator, S, 3), gamma=g) for S, g in ((4, 0.5), (7, 0.95))
+    ]
+    batch = Batch.from_data_list([mdp_graph(m) for m in mdps])
+    layout = ActionLayout(torch.bincount(batch[OF].edge_index[1]))
+    policies = torch.rand(5, layout.num_pairs, generator=generator, dtype=torch.float64)
+    policies /= layout.expectation(policies, 1.0)[:, layout.sa_state]  # each state's block sums to 1
+    together = evaluate_policy(batch, policies)  # (5, 11)
+    assert together.shape == (5, 11)
+    for u in range(5):
+        torch.testing.assert_close(together[u], evaluate_policy(batch, policies[u]))
+        alone = [evaluate_policy(m, p) for m, p in zip(mdps, policies[u].split([12, 21]), strict=True)]
+        torch.testing.assert_close(together[u], torch.cat(alone))
+
+
+def test_value_iteration_says_when_it_does_not_converge():
+    arrays = mdp_arrays(gridworld(5))
+    with pytest.raises(NotConvergedError, match="did not converge in 3 sweeps"):
+        value_iteration(arrays.bellman_backup, arrays.layout, 1e-12, max_iterations=3)
+
+
+def test_value_iteration_of_a_policy_converges_to_its_exact_value():
+    arrays = mdp_arrays(frozenlake_style())
+    uniform = arrays.layout.uniform(1)
+    threshold = stopping_threshold(1.0, float(arrays.gamma), 1e-10)
+    expected = lambda q: arrays.layout.expectation(q, uniform)  # noqa: E731
+    _q, v = value_iteration(arrays.bellman_backup, arrays.layout, threshold, reduce=expected)
+    torch.testing.assert_close(v[0], evaluate_policy(arrays, uniform[0]), atol=1e-9, rtol=0)
+
+
+def test_greedy_policy_keeps_the_shape_of_its_input():
+    layout = ActionLayout(torch.tensor([2, 1, 3]))
+    q = torch.tensor([[0.0, 1.0, 5.0, 2.0, 2.0, 1.0], [1.0, 0.0, 5.0, 0.0, 0.0, 3.0]])
+    assert layout.greedy_policy(q).tolist() == [[0, 1, 1, 1, 0, 0], [1, 0, 1, 0, 0, 1]]
+    assert layout.greedy_policy(q[1]).tolist() == [1, 0, 1, 0, 0, 1]

@@ -38,7 +38,6 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.counts import Counts
-from rlfm.mdp import action_ptr
 
 Hyperparameter = float | Sequence[float] | Tensor
 
@@ -125,52 +124,3 @@ def describe(value: Hyperparameter) -> float | list[float]:
     tensor = torch.as_tensor(value, dtype=torch.float64).reshape(-1)
     values = tensor.tolist()
     return values[0] if len(set(values)) == 1 else values
-
-
-class ActionLayout:
-    """Each state's block of actions as a padded (S, A_max) view, shared by all runs.
-
-    Attributes:
-        num_actions: (S,), action_ptr: (S + 1,), sa_state: (SA,) state of each pair,
-        pad: (S, A_max) pair index of each (state, slot), or SA where the state has fewer actions.
-    """
-
-    def __init__(self, num_actions: Tensor) -> None:
-        self.num_actions = torch.as_tensor(num_actions, dtype=torch.long)
-        self.action_ptr = action_ptr(self.num_actions)
-        self.num_states = self.num_actions.numel()
-        self.num_pairs = int(self.action_ptr[-1])
-        self.sa_state = torch.repeat_interleave(torch.arange(self.num_states), self.num_actions)
-        A = int(self.num_actions.max())
-        slots = torch.arange(A)
-        self.valid = slots < self.num_actions[:, None]  # (S, A_max)
-        self.pad = torch.where(self.valid, self.action_ptr[:-1, None] + slots, self.num_pairs)
-
-    def padded(self, q: Tensor, fill: float = -torch.inf) -> Tensor:
-        """(R, S, A_max) view of ``q`` (R, SA), ``fill`` in the missing slots."""
-        return torch.nn.functional.pad(q, (0, 1), value=fill)[:, self.pad]
-
-    def state_max(self, q: Tensor) -> Tensor:
-        """(R, S) max over each state's actions of ``q`` (R, SA)."""
-        return self.padded(q).amax(dim=-1)
-
-    def greedy_actions(self, q: Tensor, priority: Tensor, tolerance: Tensor | float = 0.0) -> Tensor:
-        """(R, S) each state's best action under ``q`` (R, SA); actions within ``tolerance`` (R, 1) of the
-        best tie, and ties go to the highest ``priority`` (R, SA) in [0, 1)."""
-        best = self.state_max(q)[:, self.sa_state]  # (R, SA)
-        key = torch.where(q >= best - tolerance, 1.0 + priority, 0.0)
-        return self.padded(key, fill=-1.0).argmax(dim=-1)
-
-    def one_hot(self, actions: Tensor) -> Tensor:
-        """(R, SA) the deterministic policies taking ``actions`` (R, S)."""
-        policy = torch.zeros(actions.shape[0], self.num_pairs, dtype=torch.float64)
-        return policy.scatter_(1, self.action_ptr[:-1] + actions, 1.0)
-
-    def uniform(self, runs: int) -> Tensor:
-        """(R, SA) the uniformly random policy."""
-        return (1.0 / self.num_actions[self.sa_state].double()).expand(runs, -1).clone()
-
-    def random_actions(self, states: Tensor, generator: Generator) -> Tensor:
-        """(R,) uniformly random actions in ``states`` (R,)."""
-        u = torch.rand(states.shape, generator=generator, dtype=torch.float64)
-        return (u * self.num_actions[states]).long().clamp(max=self.num_actions[states] - 1)

@@ -23,11 +23,12 @@ import torch
 from torch import Generator, Tensor
 from torch_geometric.data import Batch
 
-from rlfm.agents.base import ActionLayout, Agent
+from rlfm.agents.base import Agent
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import load_network
+from rlfm.solve import ActionLayout
 
 
 class BatchedInContextAgent(Agent):

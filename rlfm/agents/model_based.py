@@ -8,9 +8,10 @@ from typing import Any
 import torch
 from torch import Generator, Tensor
 
-from rlfm.agents.base import ActionLayout, Agent, Hyperparameter, describe, per_run
-from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel, expectation, value_iteration
+from rlfm.agents.base import Agent, Hyperparameter, describe, per_run
+from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel
 from rlfm.counts import Counts
+from rlfm.solve import ActionLayout, expectation, stopping_threshold, value_iteration
 
 TIE_TOLERANCE = 10 * RELATIVE_TOLERANCE  # actions this close (relative to V̂_max) count as tied
 
@@ -78,11 +79,15 @@ class ModelBasedAgent(Agent):
         def backup(values: Tensor) -> Tensor:
             return torch.where(visited, reward + gamma * expectation(P, values), 0.0)
 
-        vmax = self.value_bound(model).squeeze(1)
+        threshold = self.threshold(self.value_bound(model))
         q, self.empirical_values = value_iteration(
-            backup, self.layout, gamma, model.terminal, vmax, initial=self.empirical_values
+            backup, self.layout, threshold, terminal=model.terminal, initial=self.empirical_values
         )
         return q
+
+    def threshold(self, value_bound: Tensor) -> Tensor:
+        """(R,) the stopping threshold of value iteration for an error of ε·V̂_max in V (``value_bound`` (R, 1))."""
+        return stopping_threshold(value_bound.squeeze(1), self.gamma, RELATIVE_TOLERANCE)
 
     def value_bound(self, model: EmpiricalModel) -> Tensor:
         """(R, 1) V̂_max = r̂_max / (1 - γ) from the largest observed |reward|."""

@@ -30,7 +30,8 @@ from torch import Tensor
 
 from rlfm.agents.base import Hyperparameter
 from rlfm.agents.model_based import ModelBasedAgent
-from rlfm.agents.planning import EmpiricalModel, expectation, value_iteration
+from rlfm.agents.planning import EmpiricalModel
+from rlfm.solve import expectation, value_iteration
 
 EXPLOIT = ("empirical", "optimistic")
 Bonus = Callable[[Tensor, Tensor], Tensor]  # (V (R, S), P̂V (R, SA)) -> b (R, SA)
@@ -70,7 +71,12 @@ class UCBVI(ModelBasedAgent):
             return torch.where(visited, reward + bonus(values, next_value) + gamma * next_value, torch.inf)
 
         q, self.values = value_iteration(
-            backup, self.layout, gamma, model.terminal, vmax.squeeze(1), initial=self.values, upper=vmax
+            backup,
+            self.layout,
+            self.threshold(vmax),
+            terminal=model.terminal,
+            initial=self.values,
+            upper=vmax,
         )
         return q, (q if self.exploit == "optimistic" else self.certainty_equivalent(model))
 

@@ -32,7 +32,8 @@ import torch
 from torch import Tensor
 
 from rlfm.agents.model_based import ModelBasedAgent
-from rlfm.agents.planning import EmpiricalModel, expectation, value_iteration
+from rlfm.agents.planning import EmpiricalModel
+from rlfm.solve import expectation, value_iteration
 
 PESSIMISTIC_GRID = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
 
@@ -58,7 +59,7 @@ class VILCB(ModelBasedAgent):
             return torch.where(visited, q, -vmax)
 
         q, self.values = value_iteration(
-            backup, self.layout, gamma, model.terminal, vmax.squeeze(1), initial=self.values
+            backup, self.layout, self.threshold(vmax), terminal=model.terminal, initial=self.values
         )
         return q, q
 
@@ -85,6 +86,6 @@ class PEVI(ModelBasedAgent):
             return (base + gamma * expectation(P, values)).clamp(min=-vmax, max=vmax)
 
         q, self.values = value_iteration(
-            backup, self.layout, gamma, model.terminal, vmax.squeeze(1), initial=self.values
+            backup, self.layout, self.threshold(vmax), terminal=model.terminal, initial=self.values
         )
         return q, q

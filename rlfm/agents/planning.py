@@ -1,30 +1,23 @@
-r"""Planning on estimated models: R runs' empirical MDPs as one disjoint union, solved together.
+r"""Estimated models: R runs' empirical MDPs as one disjoint union, planned on together.
 
 Run r's state s is union state ``r * S + s`` and its pair sa is union pair ``r * SA + sa``; the observed
 successors of every run form one sparse (R·SA, R·S) matrix, so one sparse product per sweep serves all
-runs. Value iteration applies an agent-specific backup ``Q = backup(V)`` (R, SA), then
-
-.. math::
-    V(s) = \min\bigl(\max_a Q(s, a), \text{upper}\bigr), \qquad V(s) = 0 \text{ for states seen to end an episode},
-
-until :math:`\frac{\gamma}{1-\gamma}\lVert V_{k+1} - V_k\rVert_\infty \le \epsilon\,\hat V_{\max}` in every
-run, where :math:`\hat V_{\max} = \hat r_{\max} / (1 - \gamma)` from the largest observed |reward|.
+runs. The agents plan with :func:`rlfm.solve.value_iteration` and an agent-specific backup
+``Q = backup(V)`` (R, SA), states seen to end an episode held at 0, until the error of V is at most
+ε·V̂_max in every run, :math:`\hat V_{\max} = \hat r_{\max} / (1 - \gamma)` from the largest observed |reward|.
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from rlfm.agents.base import ActionLayout
 from rlfm.counts import Counts
+from rlfm.solve import ActionLayout, sparse_rows
 
 RELATIVE_TOLERANCE = 1e-6  # ε above: the error allowed in V, relative to the value scale
-MAX_ITERATIONS = 20_000
 
 
 @dataclass(frozen=True)
@@ -116,53 +109,4 @@ class EmpiricalModel:
         shift = torch.arange(copies).repeat_interleave(self.edge_sa.numel())
         rows = self.edge_sa.repeat(copies) + shift * R * SA
         cols = self.edge_next.repeat(copies) + shift * R * S
-        crow = torch.zeros(copies * R * SA + 1, dtype=torch.long)
-        torch.cumsum(torch.bincount(rows, minlength=copies * R * SA), 0, out=crow[1:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # sparse CSR support is flagged as beta
-            return torch.sparse_csr_tensor(
-                crow, cols, weight.double(), (copies * R * SA, copies * R * S), check_invariants=False
-            )
-
-
-def expectation(matrix: Tensor, values: Tensor) -> Tensor:
-    """(R, SA) Σ_s' W(s' | s, a) V(s') from a union matrix (R·SA, R·S) and ``values`` (R, S)."""
-    runs = values.shape[0]
-    return (matrix @ values.reshape(-1)).reshape(runs, -1)
-
-
-def value_iteration(
-    backup: Callable[[Tensor], Tensor],
-    layout: ActionLayout,
-    gamma: float,
-    terminal: Tensor,
-    value_scale: Tensor,
-    initial: Tensor | None = None,
-    upper: Tensor | None = None,
-    relative_tolerance: float = RELATIVE_TOLERANCE,
-    max_iterations: int = MAX_ITERATIONS,
-) -> tuple[Tensor, Tensor]:
-    """Iterate ``V ← max_a backup(V)`` to its fixed point; returns Q (R, SA) and V (R, S).
-
-    Args:
-        backup: maps V (R, S) to Q (R, SA); must be a γ-contraction.
-        terminal: (R, S) states held at value 0.
-        value_scale: (R,) the scale V̂_max of each run's values, for the stopping rule.
-        initial: (R, S) warm start (default zeros), e.g. the previous plan's values.
-        upper: (R, 1) a cap on V (optimistic planners: V̂_max), applied after the max over actions.
-    """
-    runs = terminal.shape[0]
-    values = torch.zeros(runs, layout.num_states, dtype=torch.float64) if initial is None else initial
-    threshold = relative_tolerance * value_scale * (1.0 - gamma) / gamma  # (R,)
-    q = backup(values)
-    for _ in range(max_iterations):
-        new_values = layout.state_max(q)
-        if upper is not None:
-            new_values = torch.minimum(new_values, upper)
-        new_values = new_values.masked_fill(terminal, 0.0)
-        converged = bool(((new_values - values).abs().amax(dim=1) <= threshold).all())
-        values = new_values
-        q = backup(values)
-        if converged:
-            break
-    return q, values
+        return sparse_rows(rows, cols, weight.double(), (copies * R * SA, copies * R * S))

@@ -65,8 +65,9 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.agents.model_based import ModelBasedAgent
-from rlfm.agents.planning import EmpiricalModel, expectation, value_iteration
+from rlfm.agents.planning import EmpiricalModel
 from rlfm.prior.distributions import log_gamma_variate
+from rlfm.solve import expectation, value_iteration
 
 
 class Transitions(NamedTuple):
@@ -170,8 +171,10 @@ class PSRL(ModelBasedAgent):
             prior_part = jump * values.gather(1, target) + spread * values.mean(dim=1, keepdim=True)
             return reward + gamma * (expectation(P, values) + prior_part)
 
-        vmax = self.value_bound(model).squeeze(1)
-        bound = torch.cat([vmax, vmax])
+        vmax = self.value_bound(model)
+        threshold = self.threshold(torch.cat([vmax, vmax]))
         terminal = torch.cat([model.terminal, model.terminal])
-        q, self.values = value_iteration(backup, self.layout, gamma, terminal, bound, initial=self.values)
+        q, self.values = value_iteration(
+            backup, self.layout, threshold, terminal=terminal, initial=self.values
+        )
         return q[:R], q[R:]

@@ -18,7 +18,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Generator, Tensor
 
-from rlfm.agents.base import ActionLayout, Agent, Hyperparameter, describe, per_run
+from rlfm.agents.base import Agent, Hyperparameter, describe, per_run
+from rlfm.solve import ActionLayout
 
 
 class QLearning(Agent):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from torch import Generator, Tensor
 
-from rlfm.agents.base import ActionLayout, Agent
+from rlfm.agents.base import Agent
+from rlfm.solve import ActionLayout
 
 
 class RandomAgent(Agent):

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 import torch
 from torch import Generator, Tensor
 
-from rlfm.agents.base import ActionLayout, Agent
+from rlfm.agents.base import Agent
 from rlfm.counts import Counts
 from rlfm.evaluation.online import Progress
 from rlfm.evaluation.simulate import Scorer, Simulator
 from rlfm.mdp import TabularMDP
-from rlfm.solve import value_iteration
+from rlfm.solve import ActionLayout, optimal_values
 
 BEHAVIOURS = ("uniform", "epsilon_greedy", "narrow")
 NARROW_EPSILON = 0.05
@@ -59,8 +59,7 @@ def collect_datasets(
     """``datasets[i][seed]``: the counts of the first ``config.sizes[i]`` transitions of each seed's data."""
     simulator = Simulator(mdp, generator)
     layout = ActionLayout(mdp.num_actions)
-    q_star = value_iteration(mdp)[0]
-    optimal = layout.greedy_actions(q_star[None], torch.zeros(1, layout.num_pairs))[0]  # (S,)
+    optimal = layout.greedy_actions(optimal_values(mdp)[0][None])[0]  # (S,)
     epsilon = config.behaviour_epsilon
     total = max(config.sizes)
     states = simulator.reset(seeds)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import Generator
 
-from rlfm.mdp import TabularMDP
+from rlfm.mdp import TabularMDP, state_of_pairs
 from rlfm.prior.distributions import bernoulli, beta, choice, dirichlet, log_uniform, log_uniform_int, randint
 
 GEOMETRIES = ("chain", "plane", "space", "none")
@@ -49,7 +49,7 @@ class ReferencePrior:
         else:
             num_actions = torch.full((S,), randint(self.min_actions, self.max_actions, generator))
         SA = int(num_actions.sum())
-        sa_state = torch.repeat_interleave(torch.arange(S), num_actions)
+        sa_state = state_of_pairs(num_actions)
         k_max = min(self.max_out_degree, S)
         degree_probs = 1.0 / torch.arange(1, k_max + 1, dtype=torch.float64)
         degree = torch.multinomial(degree_probs, SA, replacement=True, generator=generator) + 1  # (SA,)
