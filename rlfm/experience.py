@@ -22,6 +22,7 @@ from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, STATE_ACTION, TO
 from rlfm.mdp import offsets
 from rlfm.prior.distributions import choices, log_uniform, log_uniform_ints, uniform
+from rlfm.solve import ActionLayout
 
 BEHAVIOURS = ("uniform", "epsilon_greedy", "sticky", "learning", "explorer")
 """Behaviour policies of the trajectory sampler.
@@ -181,8 +182,7 @@ def trajectory_records(
     W = graph.numel()
     episode = torch.arange(W) - offsets(episodes)[graph]  # index of the walker's episode within its MDP
     epsilon, sticky, explorer = _behaviour_parameters(behaviours, graph, episode, episodes, generator)
-    greedy = torch.segment_reduce(q_star.double(), "max", lengths=union.num_actions)
-    greedy_action = _first_index_of_max(q_star.double(), greedy, union)  # (S,)
+    greedy_action = ActionLayout(union.num_actions).greedy_actions(q_star.double()[None], tolerance=1e-12)[0]
     max_actions = int(union.num_actions.max())
     explorers = torch.nonzero(explorer).squeeze(1)
     visits = torch.zeros(union.sa_state.numel(), dtype=torch.float64)
@@ -236,14 +236,6 @@ def _behaviour_parameters(
     epsilon = torch.stack([one, epsilon_greedy, one, learning, one])[kind, torch.arange(graph.numel())]
     sticky = torch.where(kind == BEHAVIOURS.index("sticky"), stickiness, torch.zeros_like(stickiness))
     return epsilon, sticky, kind == BEHAVIOURS.index("explorer")
-
-
-def _first_index_of_max(q: Tensor, best: Tensor, union: _Union) -> Tensor:
-    """(S,) the lowest action index attaining each state's maximum of ``q``."""
-    sa = torch.arange(q.numel())
-    local = sa - union.action_ptr[union.sa_state]
-    candidate = torch.where(q >= best[union.sa_state] - 1e-12, local, torch.iinfo(torch.long).max)
-    return torch.segment_reduce(candidate.double(), "min", lengths=union.num_actions).long()
 
 
 def split_counts(
