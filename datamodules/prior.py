@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 
 import torch
 from lightning.pytorch import LightningDataModule
@@ -164,7 +165,7 @@ class PriorDataModule(LightningDataModule):
                 uniform_play = ExperienceConfig(
                     weights={"trajectories": 1.0}, episodes=(episodes, episodes), behaviours={"uniform": 1.0}
                 )
-                sampler = ExampleSampler(self.sampler.prior, uniform_play, self.sampler.temperature)
+                sampler = replace(self.sampler, experience=uniform_play)
                 pairs += with_truth(sampler.examples_for([mdp], generator), [mdp], source=name)
         return pairs
 

@@ -30,11 +30,14 @@ class ExampleSampler:
         experience: how experience is drawn.
         temperature: τ of the Boltzmann target softmax(Q* / τ), on the normalised reward scale
             (default :data:`rlfm.graph.TARGET_TEMPERATURE`).
+        planner_columns: give the examples the planners' feature columns (False: the count columns only,
+            enough for a network without planner inputs, and faster).
     """
 
     prior: Prior = field(default_factory=Prior)
     experience: ExperienceConfig = field(default_factory=ExperienceConfig)
     temperature: float = TARGET_TEMPERATURE
+    planner_columns: bool = True
 
     def sample_mdps(self, count: int, generator: Generator) -> list[TabularMDP]:
         return [self.prior.sample(generator) for _ in range(count)]
@@ -45,7 +48,8 @@ class ExampleSampler:
         q_star, _ = optimal_values(truth, tol=TARGET_TOLERANCE)
         counts = sample_experience(truth, q_star, self.experience, generator)
         q_per_mdp = list(q_star.split([m.num_state_actions for m in mdps]))
-        return observation_graphs(counts, [m.gamma for m in mdps], q_per_mdp, self.temperature)
+        gammas = [m.gamma for m in mdps]
+        return observation_graphs(counts, gammas, q_per_mdp, self.temperature, planner=self.planner_columns)
 
     def sample(self, count: int, generator: Generator) -> list[HeteroData]:
         return self.examples_for(self.sample_mdps(count, generator), generator)

@@ -172,14 +172,21 @@ def mdp_graph(mdp: TabularMDP) -> HeteroData:
 
 
 def observation_graph(
-    counts: Counts, gamma: float, q_star: Tensor | None = None, temperature: float = TARGET_TEMPERATURE
+    counts: Counts,
+    gamma: float,
+    q_star: Tensor | None = None,
+    temperature: float = TARGET_TEMPERATURE,
+    planner: bool = True,
 ) -> HeteroData:
     """The network's input graph from observed ``counts`` (see the module docstring).
 
     Rewards are divided by ``counts.reward_scale``, the largest observed |reward| (1 before any is seen).
-    With the true ``q_star`` (SA,) the graph also gets the targets at ``temperature``.
+    With the true ``q_star`` (SA,) the graph also gets the targets at ``temperature``. With ``planner``
+    False the node features are the count columns only (what a network without planner inputs reads),
+    which skips the two value iterations.
     """
-    return observation_graphs([counts], [gamma], None if q_star is None else [q_star], temperature)[0]
+    q = None if q_star is None else [q_star]
+    return observation_graphs([counts], [gamma], q, temperature, planner=planner)[0]
 
 
 def observation_graphs(
@@ -188,6 +195,7 @@ def observation_graphs(
     q_star: list[Tensor] | None = None,
     temperature: float = TARGET_TEMPERATURE,
     dtype: torch.dtype = torch.float32,
+    planner: bool = True,
 ) -> list[HeteroData]:
     """:func:`observation_graph` for many experiences at once (features computed in one pass)."""
     B = len(counts)
@@ -217,32 +225,8 @@ def observation_graphs(
     horizon = horizon_feature(torch.tensor(gammas, dtype=torch.float64)).to(dtype)
     successors = torch.zeros(SA, dtype=dtype).index_add_(0, edge_sa, torch.ones_like(edge_count))
     gamma = torch.tensor(gammas, dtype=torch.float64)
-    planner_sa, planner_state = planner_features(
-        reward.double(),
-        sa_count.double(),
-        edge_sa,
-        edge_next,
-        p_hat.double(),
-        sa_state,
-        terminal,
-        gamma,
-        state_graph,
-    )
-    sa_x = torch.cat(
-        [
-            torch.stack(
-                [
-                    sa_count.log1p(),
-                    reward,
-                    visited,
-                    (1 + sa_count).rsqrt(),
-                    successors.log1p(),
-                    horizon[sa_graph],
-                ],
-                dim=1,
-            ),
-            planner_sa.to(dtype),
-        ],
+    sa_x = torch.stack(
+        [sa_count.log1p(), reward, visited, (1 + sa_count).rsqrt(), successors.log1p(), horizon[sa_graph]],
         dim=1,
     )
     state_count = torch.zeros(S, dtype=dtype).index_add_(0, sa_state, sa_count)
@@ -260,7 +244,20 @@ def observation_graphs(
         ],
         dim=1,
     )
-    state_x = torch.cat([state_x, planner_state.to(dtype)], dim=1)
+    if planner:
+        planner_sa, planner_state = planner_features(
+            reward.double(),
+            sa_count.double(),
+            edge_sa,
+            edge_next,
+            p_hat.double(),
+            sa_state,
+            terminal,
+            gamma,
+            state_graph,
+        )
+        sa_x = torch.cat([sa_x, planner_sa.to(dtype)], dim=1)
+        state_x = torch.cat([state_x, planner_state.to(dtype)], dim=1)
     edge_attr = torch.stack([p_hat, edge_count.log1p()], dim=1)
     sa_state_local = sa_state - state_ptr[sa_graph]
     sa_local = torch.arange(SA) - sa_ptr[sa_graph]

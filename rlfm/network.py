@@ -153,6 +153,11 @@ class PolicyNetwork(nn.Module):
 
     def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""
+        if x_state.shape[-1] < self.state_columns or x_sa.shape[-1] < self.state_action_columns:
+            raise ValueError(
+                f"this network reads {self.state_columns} state and {self.state_action_columns} state-action "
+                f"columns, the graph has {x_state.shape[-1]} and {x_sa.shape[-1]}: build it with planner=True (in training: the sampler's planner_columns)"
+            )
         return (
             self.encode_state(x_state[..., : self.state_columns]),
             self.encode_state_action(x_sa[..., : self.state_action_columns]),

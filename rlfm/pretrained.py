@@ -221,7 +221,7 @@ def predict_policy(
         if "packaged" not in _cache:
             _cache["packaged"] = load_network()
         network = _cache["packaged"]
-    data = observation_graph(counts, gamma)
+    data = observation_graph(counts, gamma, planner=network.planner_inputs)
     if num_layers is None:
         logits, _ = network.infer(data)
     else:

@@ -65,9 +65,12 @@ class ActionLayout:
         slots = torch.arange(A, device=self.num_actions.device)
         self.valid = slots < self.num_actions[:, None]  # (S, A_max)
         self.pad = torch.where(self.valid, self.action_ptr[:-1, None] + slots, self.num_pairs)
+        self.regular = bool(self.valid.all())  # every state has A_max actions: (R, SA) is (R, S, A_max)
 
     def padded(self, q: Tensor, fill: float = -torch.inf) -> Tensor:
         """(R, S, A_max) view of ``q`` (R, SA), ``fill`` in the missing slots."""
+        if self.regular:
+            return q.reshape(q.shape[0], self.num_states, -1)
         return torch.nn.functional.pad(q, (0, 1), value=fill)[:, self.pad]
 
     def state_max(self, q: Tensor) -> Tensor:
@@ -218,6 +221,8 @@ class MDPArrays:
 
     def bellman_backup(self, values: Tensor) -> Tensor:
         """(R, SA) r(s, a) + γ Σ_s' P(s' | s, a) V(s') for ``values`` (R, S)."""
+        if values.shape[0] == 1:  # a sparse matrix-vector product is faster than a product with (S, 1)
+            return (self.reward + self.transition_matrix @ values[0])[None]
         return self.reward + (self.transition_matrix @ values.T).T
 
 

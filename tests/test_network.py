@@ -293,3 +293,15 @@ def test_default_inference_runs_the_planner_networks_depth_and_settles_count_onl
     settled, settled_sweeps = counts_only.settle(data, max_layers=40)
     torch.testing.assert_close(logits, settled, atol=0, rtol=0)
     assert torch.equal(sweeps, settled_sweeps)
+
+
+def test_a_count_only_network_needs_no_planner_columns_and_a_planner_network_says_it_does():
+    counts = random_counts(torch.Generator().manual_seed(3), [2, 3, 1, 2], 30)
+    full, counts_only = observation_graph(counts, 0.9), observation_graph(counts, 0.9, planner=False)
+    assert counts_only[STATE].x.shape[1] < full[STATE].x.shape[1]
+    torch.manual_seed(0)
+    reader = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False).eval()
+    torch.testing.assert_close(reader(counts_only), reader(full))
+    planner_reader = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=True).eval()
+    with pytest.raises(ValueError, match="planner=True"):
+        planner_reader(counts_only)

@@ -75,7 +75,9 @@ class BatchedInContextAgent(Agent):
 
     @torch.no_grad()
     def plan(self, counts: list[Counts]) -> None:
-        batch = Batch.from_data_list(observation_graphs(counts, [self.gamma] * len(counts))).to(self.device)
+        batch = Batch.from_data_list(
+            observation_graphs(counts, [self.gamma] * len(counts), planner=self.network.planner_inputs)
+        ).to(self.device)
         if self.num_layers is None:
             logits, sweeps = self.network.infer(batch, max_layers=self.max_layers)
             layers = int(sweeps.max())
