@@ -178,6 +178,7 @@ class PolicyNetwork(nn.Module):
             if batched
             else torch.zeros(S, dtype=torch.long, device=state_store.x.device),
             "num_graphs": int(data.num_graphs) if batched else 1,
+            "injected": self.block.inject(x_state, x_sa),  # the same at every sweep: computed once
         }
 
     def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
