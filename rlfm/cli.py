@@ -2,10 +2,11 @@
 
 - ``rlfm fit | validate | test --config configs/….yaml``: Lightning's CLI over :class:`~rlfm.system.PolicyLearner`
   and a LightningDataModule (``datamodules.PriorDataModule``); TensorBoard logs go to ``lightning_logs/``.
+  Lightning is imported only for these commands (:mod:`rlfm.lightning_cli`), so the others start fast.
   Lightning's ``predict`` is not offered: :func:`rlfm.predict_policy` is the prediction entry point.
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
 - ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
-- ``rlfm speed prior | model``: data and model throughput benchmarks.
+- ``rlfm speed prior | model | inference``: data, training-step and prediction speed benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
 - ``rlfm summary RUN_DIR``: a run's last validation and test numbers, read from its TensorBoard events.
 
@@ -15,12 +16,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
-
-from lightning.pytorch.cli import LightningCLI
-
-# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates; harmless, and not ours to fix.
-warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")  # no `predict`: use rlfm.predict_policy or `rlfm benchmark`
 COMMANDS = {
@@ -29,7 +24,7 @@ COMMANDS = {
     "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
     "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
     "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
-    "speed": "measure data and model throughput (prior | model)",
+    "speed": "measure data, model and inference speed (prior | model | inference)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
     "summary": "print a run's last validation and test numbers (RUN_DIR)",
 }
@@ -40,25 +35,6 @@ USAGE = (
     + "".join(f"  {name:<10} {line}\n" for name, line in COMMANDS.items())
     + "\n`rlfm COMMAND --help` describes a command's options."
 )
-
-
-class RlfmCLI(LightningCLI):
-    """LightningCLI that says where a finished run's logs and checkpoints are."""
-
-    def after_fit(self) -> None:
-        trainer = self.trainer
-        if not trainer.is_global_zero or trainer.logger is None:
-            return
-        log_dir = trainer.logger.log_dir
-        checkpoint = getattr(trainer.checkpoint_callback, "last_model_path", "") or "(none)"
-        print(
-            f"\nrlfm: training finished after {trainer.global_step} steps.\n"
-            f"  logs and checkpoints: {log_dir}\n"
-            f"  last checkpoint:      {checkpoint}\n"
-            f"  watch it:             tensorboard --logdir {trainer.logger.save_dir}\n"
-            f"  evaluate it:          rlfm benchmark --mode online --suite reference"
-            f" --agents rlfm,ucbvi --checkpoint {checkpoint}\n"
-        )
 
 
 def main(args: list[str] | None = None) -> int | None:
@@ -108,18 +84,9 @@ def _rlfm_command(command: str, argv: list[str]) -> int:
 
 
 def _lightning(argv: list[str] | None) -> None:
-    from datamodules import PriorDataModule
-    from rlfm.system import PolicyLearner
+    from rlfm.lightning_cli import run_lightning  # Lightning is imported only here: it takes seconds
 
-    RlfmCLI(
-        PolicyLearner,
-        PriorDataModule,
-        subclass_mode_model=True,
-        subclass_mode_data=True,
-        seed_everything_default=0,
-        save_config_kwargs={"overwrite": True},
-        args=argv,
-    )
+    run_lightning(argv)
 
 
 if __name__ == "__main__":

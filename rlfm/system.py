@@ -37,12 +37,18 @@ DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers swee
 RNG_KEY = "rlfm_rng"  # checkpoint entry with the training generators' states
 
 
+def cross_entropy(data: HeteroData, logits: Tensor) -> Tensor:
+    """(S,) the soft cross-entropy -Σ_a target(a | s) log π(a | s) of each state, the training loss."""
+    sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
+    log_pi = log_group_softmax(logits, sa_state, S)
+    return -scatter(data[STATE_ACTION].target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
+
+
 def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
     """Per-state soft cross-entropy, KL(target ‖ π) and agreement of argmax π with an argmax of Q*, each (S,)."""
     sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
     target, q_star = data[STATE_ACTION].target, data[STATE_ACTION].q_star
-    log_pi = log_group_softmax(logits, sa_state, S)
-    cross_entropy = -scatter(target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
+    loss = cross_entropy(data, logits)
     entropy = -scatter(torch.special.xlogy(target, target), sa_state, dim=0, dim_size=S, reduce="sum")
     best_q = scatter(q_star, sa_state, dim=0, dim_size=S, reduce="max")
     chosen = (
@@ -50,7 +56,7 @@ def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
     )
     optimal = (q_star >= best_q[sa_state] - 1e-6).to(q_star.dtype)
     agreement = scatter(chosen * optimal, sa_state, dim=0, dim_size=S, reduce="sum")
-    return {"loss": cross_entropy, "kl": cross_entropy - entropy, "agreement": agreement}
+    return {"loss": loss, "kl": loss - entropy, "agreement": agreement}
 
 
 class PolicyLearner(LightningModule):
@@ -113,9 +119,9 @@ class PolicyLearner(LightningModule):
             layers = self._depth.randint(low, high)
             first = low if self.hparams.deep_supervision else layers
         unrolled = self.network.unroll(batch, layers, first, no_grad_layers=prefix)
-        per_depth = [policy_losses(batch, logits) for logits in unrolled]
-        losses = per_depth[-1]  # reported: the last sweep's
-        loss = torch.stack([d["loss"].mean() for d in per_depth]).mean()
+        losses = policy_losses(batch, unrolled[-1])  # reported: the last sweep's
+        earlier = [cross_entropy(batch, logits).mean() for logits in unrolled[:-1]]
+        loss = torch.stack([*earlier, losses["loss"].mean()]).mean()
         size = batch.num_graphs
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)

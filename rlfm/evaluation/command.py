@@ -22,7 +22,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -30,7 +29,6 @@ import time
 import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from rlfm.evaluation.report import (
 )
 from rlfm.evaluation.simulate import Scorer
 from rlfm.mdp import TabularMDP
+from rlfm.speed.machine import machine_facts, package_versions
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,13 +410,6 @@ def _offline(
 
 
 # ------------------------------------------------------------------------------------------- metadata
-def _version(package: str) -> str | None:
-    try:
-        return importlib_metadata.version(package)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-
-
 def _metadata(
     argv: list[str],
     args: argparse.Namespace,
@@ -432,20 +424,8 @@ def _metadata(
         "command": "rlfm benchmark " + shlex.join(argv),
         "mode": args.mode,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "node": platform.node(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-        },
-        "versions": {
-            "python": platform.python_version(),
-            **{
-                p: _version(p)
-                for p in ("rlfm", "torch", "torch_geometric", "gymnasium", "numpy", "matplotlib")
-            },
-        },
+        "machine": machine_facts(),
+        "versions": package_versions(),
         "protocol": protocol,
         "seeds": args.seeds,
         "seed": args.seed,
