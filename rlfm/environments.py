@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shlex
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +27,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from rlfm.arguments import OneLineParser
+from rlfm.arguments import OneLineParser, prepare_out_dir
 from rlfm.interactive import AGENTS, InteractiveAgent
 from rlfm.mdp import TabularMDP, check_gamma
+from rlfm.speed.machine import machine_facts, package_versions
 
 DEFAULT_MAX_STEPS = 500  # per episode, for environments registered without a time limit (CliffWalking)
 
@@ -255,7 +252,7 @@ def solve_main(argv: list[str] | None = None) -> int:
         names = _check(args)
         env = DiscreteEnv.make(args.env)
         agents = {name: _make_agent(name, env, args) for name in names}  # loads a checkpoint now, if given
-        _prepare_out(args.out)
+        prepare_out_dir(args.out)
     except (ValueError, OSError) as error:
         parser.error(str(error))
     started = time.perf_counter()
@@ -304,18 +301,6 @@ def _make_agent(name: str, env: DiscreteEnv, args: argparse.Namespace) -> Intera
     elif name == "qlearning":
         settings = {"epsilon": args.epsilon, "alpha": args.alpha, "optimism": args.optimism}
     return AGENTS[name](env.num_states, env.num_actions, args.gamma, seed=args.seed, **settings)
-
-
-def _prepare_out(out: Path) -> None:
-    """Create the output directory and check that a file can be written in it."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"--out {out} is not a writable directory ({error.strerror or error})") from None
 
 
 def _play(env: DiscreteEnv, agents: dict[str, InteractiveAgent], args: argparse.Namespace) -> dict[str, Run]:
@@ -390,13 +375,6 @@ def plot_learning_curves(runs: dict[str, Run], path: Path, title: str, window: i
     plt.close(fig)
 
 
-def _version(package: str) -> str | None:
-    try:
-        return importlib_metadata.version(package)
-    except importlib_metadata.PackageNotFoundError:
-        return None
-
-
 def _metadata(
     argv: list[str],
     args: argparse.Namespace,
@@ -408,17 +386,8 @@ def _metadata(
     return {
         "command": "rlfm solve " + shlex.join(argv),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "node": platform.node(),
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "torch_threads": args.threads,
-        },
-        "versions": {
-            "python": platform.python_version(),
-            **{p: _version(p) for p in ("rlfm", "torch", "torch_geometric", "gymnasium", "numpy")},
-        },
+        "machine": {**machine_facts(), "torch_threads": args.threads},
+        "versions": package_versions(),
         "env": {"id": env.name, "states": env.num_states, "actions": env.num_actions},
         "episodes": args.episodes,
         "max_steps": args.max_steps or env.max_episode_steps or DEFAULT_MAX_STEPS,

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from rlfm.agents import AGENT_NAMES, agent_class, agent_names, make_agent
-from rlfm.arguments import OneLineParser
+from rlfm.arguments import OneLineParser, prepare_out_dir
 from rlfm.benchmarks import SUITES, get_benchmark
 from rlfm.evaluation.offline import BEHAVIOURS, DEFAULT_SIZES, OfflineConfig, collect_datasets, run_offline
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, run_online
@@ -128,7 +128,7 @@ def benchmark_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_flags(args)
-        _prepare_out(args.out)
+        prepare_out_dir(args.out)
         mdps = _unique_names(_load_mdps(args))
         agents = _agent_list(args)
         _check_agent_flags(args, agents)
@@ -238,18 +238,6 @@ def _sizes(text: str) -> tuple[int, ...]:
 
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
-
-
-def _prepare_out(out: Path) -> None:
-    """Create the output directory and check that a file can be written in it."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a directory")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=out):
-            pass
-    except OSError as error:
-        raise ValueError(f"--out {out} is not a writable directory ({error.strerror or error})") from None
 
 
 def _load_mdps(args: argparse.Namespace) -> list[TabularMDP]:
