@@ -230,7 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     in_context.add_argument("--temperature", type=float, default=1.0, help="sample actions from π^(1/T)")
     in_context.add_argument("--replan-every", type=int, default=None, help="also re-plan every N steps")
     in_context.add_argument(
-        "--checkpoint", default=None, help="a network file (default: the shipped network)"
+        "--checkpoint",
+        default=None,
+        help="a network file or a shipped network's name (default, planner); default: default",
     )
     qlearning = parser.add_argument_group("qlearning agent")
     qlearning.add_argument("--epsilon", type=float, default=0.1, help="exploration rate in [0, 1]")

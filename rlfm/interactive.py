@@ -162,7 +162,8 @@ class InContextAgent(InteractiveAgent):
     Args:
         temperature: T > 0; actions are drawn from π^(1/T) (1: the network's posterior; small: greedier).
         replan_every: also re-plan after this many steps without a plan (None: only at episode ends).
-        checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
+        checkpoint: a network file or training checkpoint, or a shipped network's name (``"default"``, used
+            when None, or ``"planner"``).
         network: an already loaded :class:`~rlfm.network.PolicyNetwork` (instead of ``checkpoint``).
         num_layers: tied sweeps per plan (None: the network's own rule, see ``PolicyNetwork.infer``).
 

@@ -2,7 +2,9 @@
 
 Two file formats load: a Lightning checkpoint written by ``rlfm fit`` (``.ckpt``), and the compact format
 written by ``rlfm export`` (network sizes, weights and a note on how it was trained, no optimiser state),
-which is what ships in ``rlfm/checkpoints/``. Both are read with ``torch.load(weights_only=True)``, so a
+which is what ships in ``rlfm/checkpoints/``: ``default`` (the pretrained network, count inputs) and
+``planner`` (the variant that also reads the exact planners' columns: faster and better at planning on
+large MDPs, slightly worse on the validation MDPs; README "Ablation"). Both formats are read with ``torch.load(weights_only=True)``, so a
 file can hold only tensors and plain containers and loading it never runs code.
 """
 
@@ -26,7 +28,10 @@ from rlfm.graph import observation_graph
 from rlfm.mdp import check_gamma
 from rlfm.network import PolicyNetwork, group_softmax
 
-PACKAGED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "rlfm-default.pt"
+PACKAGED = {
+    name: Path(__file__).parent / "checkpoints" / f"rlfm-{name}.pt" for name in ("default", "planner")
+}
+PACKAGED_CHECKPOINT = PACKAGED["default"]
 FORMAT = "rlfm-network-v1"
 CONFIG_KEYS = ("width", "heads", "num_layers", "dropout")
 
@@ -34,7 +39,8 @@ CONFIG_KEYS = ("width", "heads", "num_layers", "dropout")
 def load_network(
     checkpoint: str | Path | None = None, map_location: str | torch.device = "cpu"
 ) -> PolicyNetwork:
-    """The network in ``checkpoint`` (default: the pretrained one shipped with rlfm), in eval mode.
+    """The network in ``checkpoint``, in eval mode: a file, or the name of a network shipped with rlfm
+    (``"default"``, used when ``checkpoint`` is None, or ``"planner"``).
 
     Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
     file cannot run code. Anything that is not an rlfm export or a Lightning checkpoint of
@@ -57,6 +63,8 @@ def load_network(
 def _checkpoint_path(checkpoint: Any) -> Path:
     if not isinstance(checkpoint, str | os.PathLike) or not str(checkpoint).strip():
         raise ValueError(f"checkpoint must be the path of a file, got {checkpoint!r}")
+    if isinstance(checkpoint, str) and checkpoint in PACKAGED:
+        return PACKAGED[checkpoint]
     path = Path(checkpoint)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}")

@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--seeds", type=int, default=12, help="runs per (MDP, agent, setting), at least 1")
     parser.add_argument("--seed", type=int, default=0, help="base random seed")
-    parser.add_argument("--checkpoint", default=None, help="passed to the rlfm agent as checkpoint=")
+    parser.add_argument(
+        "--checkpoint",
+        default=None,
+        help="rlfm's network: a .pt/.ckpt file or a shipped network's name (default, planner)",
+    )
     parser.add_argument(
         "--temperature",
         type=float,

@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from rlfm.counts import Counts
-from rlfm.pretrained import load_network, predict_policy
+from rlfm.pretrained import PACKAGED, load_network, predict_policy
 from rlfm.speed.harness import run_in_subprocess
 from rlfm.speed.machine import load_text, machine_facts, package_versions, peak_rss_mb, reset_peak_rss, rss_mb
 from rlfm.speed.report import table, write_json
@@ -190,7 +190,8 @@ def run_inference(args: argparse.Namespace) -> int:
         raise ValueError(f"--threads must be at least 1, got {args.threads}")
     if args.timeout <= 0:
         raise ValueError(f"--timeout must be positive, got {args.timeout}")
-    checkpoint = None if args.checkpoint is None else str(Path(args.checkpoint).resolve())
+    packaged = args.checkpoint is None or args.checkpoint in PACKAGED
+    checkpoint = args.checkpoint if packaged else str(Path(args.checkpoint).resolve())
     network = load_network(checkpoint)  # fails here, in one line, on a bad file
     rows = []
     for name in args.cases:
