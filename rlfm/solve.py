@@ -312,10 +312,11 @@ def normalize(value: Tensor, optimal: Tensor, uniform: Tensor) -> Tensor:
 
 def optimal_and_uniform_start_values(mdp: TabularMDP | HeteroData) -> tuple[Tensor, Tensor]:
     """(B,) V*(μ) and V^unif(μ) of each MDP; V* to 1e-8 relative to the rewards where they are small."""
-    arrays = mdp_arrays(mdp)
+    graph = as_graph(mdp)
+    arrays = mdp_arrays(graph)
     scale = min(1.0, float(arrays.reward.abs().max())) if arrays.reward.numel() else 1.0
-    optimal = start_values(mdp, optimal_values(arrays, tol=1e-8 * (scale or 1.0))[1])
-    uniform = start_values(mdp, evaluate_policy(arrays, uniform_policy(arrays)))
+    optimal = start_values(graph, optimal_values(arrays, tol=1e-8 * (scale or 1.0))[1])
+    uniform = start_values(graph, evaluate_policy(arrays, uniform_policy(arrays)))
     return optimal, uniform
 
 

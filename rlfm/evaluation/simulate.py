@@ -15,6 +15,7 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.experience import draw_in_blocks
+from rlfm.graph import mdp_graph
 from rlfm.mdp import TabularMDP, action_ptr
 from rlfm.solve import (
     evaluate_policy,
@@ -68,9 +69,10 @@ class Scorer:
 
     def __init__(self, mdp: TabularMDP, horizon: int = 50) -> None:
         self.mdp = mdp
-        self.arrays = mdp_arrays(mdp)
+        graph = mdp_graph(mdp)
+        self.arrays = mdp_arrays(graph)
         self.start = mdp.start.double()
-        self.optimal_start, self.uniform_start = optimal_and_uniform_start_values(mdp)
+        self.optimal_start, self.uniform_start = optimal_and_uniform_start_values(graph)
         layout, backup = self.arrays.layout, self.arrays.bellman_backup
         uniform = layout.uniform(1)
         self.optimal_horizon = value_iteration(backup, layout, 0.0, sweeps=horizon)[1][0]

@@ -73,7 +73,7 @@ def speed_main(argv: list[str] | None = None) -> int:
     inference.add_argument(
         "--checkpoint",
         default=None,
-        help="a network file or training checkpoint to use (default: the shipped network)",
+        help="a network file or training checkpoint, or a shipped network's name (default, planner)",
     )
     inference.add_argument("--out", default="results/speed_inference.json")
 
