@@ -130,7 +130,7 @@ def planner_features(
     Returns:
         (SA, 6) state-action columns and (S, 2) state columns, float64.
     """
-    from rlfm.solve import MDPArrays, optimal_values  # rlfm.solve reads this module's schema
+    from rlfm.solve import MDPArrays, stopping_threshold, value_iteration  # rlfm.solve reads this schema
 
     S = state_graph.numel()
     sa_graph = state_graph[sa_state]
@@ -139,10 +139,17 @@ def planner_features(
     keep = ~ended[edge_sa]
     edge_sa, edge_next, p_hat = edge_sa[keep], edge_next[keep], p_hat[keep]
     optimistic_reward = torch.where(sa_count > 0, reward + sa_count.clamp(min=1).rsqrt(), horizon[sa_graph])
+    rewards = torch.stack([reward, optimistic_reward]).masked_fill(ended, 0.0)  # (2, SA): CE, optimistic
+    arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, rewards[0], gamma, state_graph, sa_graph, S)
+
+    def backup(values: Tensor) -> Tensor:  # both planners in one sparse product per sweep
+        return rewards + (arrays.transition_matrix @ values.T).T
+
+    threshold = stopping_threshold(1.0, float(gamma.max()), PLANNER_TOLERANCE)
+    initial = torch.zeros(2, S, dtype=torch.float64)
+    q_both, v_both = value_iteration(backup, arrays.layout, threshold, initial=initial)
     columns_sa, columns_state = [], []
-    for r in (reward.masked_fill(ended, 0.0), optimistic_reward.masked_fill(ended, 0.0)):
-        arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, r, gamma, state_graph, sa_graph, S)
-        q, v = optimal_values(arrays, tol=PLANNER_TOLERANCE)
+    for q, v in zip(q_both, v_both, strict=True):
         best, worst = (scatter_reduce(q, sa_state, S, how) for how in ("amax", "amin"))
         spread = (best - worst)[sa_state]
         advantage = torch.where(spread > PLANNER_TOLERANCE, (q - best[sa_state]) / spread, 0.0)
