@@ -41,26 +41,33 @@ STATUS = {"ok": "ok", "timeout": "skipped", "error": "failed"}  # the harness's 
 class ModelConfig:
     """One ``rlfm speed model`` configuration: a batch from a prior and a network size."""
 
-    prior: str  # "reference" (S ≤ 32) or "wide" (S ≤ max_states)
+    prior: str  # "reference" (S ≤ 32), "wide" (S ≤ max_states) or "default" (rlfm's prior and experience)
     batch_size: int
     width: int
     heads: int
     num_layers: int
     max_states: int = 32
     dropout: float = 0.05
+    planner_inputs: bool = True  # the network reads the planner columns (False: counts only)
 
 
 MODEL_CONFIGS = {
     "reference": ModelConfig("reference", batch_size=128, width=256, heads=8, num_layers=20),
     "wide": ModelConfig("wide", batch_size=16, width=256, heads=8, num_layers=20, max_states=512),
     "small": ModelConfig("reference", batch_size=128, width=64, heads=4, num_layers=12),
+    # configs/default.yaml's step: 32 MDPs of rlfm's prior with its experience, K = 16 (the mean of 8-24)
+    "default": ModelConfig("default", batch_size=32, width=64, heads=4, num_layers=16, planner_inputs=False),
 }
 DENSE_BYTES_PER_ENTRY = 4 * 6  # fp32 attention-map copies kept per layer (logits, exp, weights, ...)
 DENSE_BYTES_PER_ROW = 4 * 14  # fp32 values kept per padded row and channel per layer (MLP, norm, concat)
 
 
 def model_batch(config: ModelConfig, seed: int) -> Batch:
-    """The benchmark batch: the reference's generative data on MDPs of the config's prior."""
+    """The benchmark batch: the reference's generative data on MDPs of the config's prior (rlfm's own
+    experience for the "default" prior)."""
+    if config.prior == "default":
+        sampler = ExampleSampler(planner_columns=config.planner_inputs)
+        return Batch.from_data_list(sampler.sample(config.batch_size, torch.Generator().manual_seed(seed)))
     if config.prior == "reference":
         prior = reference_prior()
     else:
@@ -111,7 +118,8 @@ def measure_step(spec: dict[str, Any]) -> dict[str, Any]:
     cuda = device.type == "cuda"
     data = model_batch(config, spec["seed"])
     torch.manual_seed(spec["seed"])
-    net = PolicyNetwork(config.width, config.heads, config.num_layers, config.dropout).to(device).train()
+    net = PolicyNetwork(config.width, config.heads, config.num_layers, config.dropout, config.planner_inputs)
+    net = net.to(device).train()
     result = {"parameters": sum(p.numel() for p in net.parameters())}
     start = time.perf_counter()
     if impl == "dense":
@@ -207,6 +215,8 @@ def run_model(args: argparse.Namespace) -> int:
                 }
                 result = run_in_subprocess(f"{__name__}:measure_step", spec, args.timeout)
                 row.update(result, status=STATUS[result["status"]])
+            if row.get("status") == "ok":
+                row["examples_per_s"] = round(config.batch_size / row["step_s"], 1)
             if impl == "sparse" and row.get("status") == "ok":
                 sparse_s = row["step_s"]
             rows.append(row)
@@ -236,6 +246,7 @@ def run_model(args: argparse.Namespace) -> int:
                 ("state_actions", "SA"),
                 ("edges", "E"),
                 ("step_s", "fwd+bwd s"),
+                ("examples_per_s", "MDPs/s"),
                 ("peak_mb", "peak MB"),
                 ("status", "status"),
             ],
