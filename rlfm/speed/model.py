@@ -57,6 +57,9 @@ MODEL_CONFIGS = {
     "small": ModelConfig("reference", batch_size=128, width=64, heads=4, num_layers=12),
     # configs/default.yaml's step: 32 MDPs of rlfm's prior with its experience, K = 16 (the mean of 8-24)
     "default": ModelConfig("default", batch_size=32, width=64, heads=4, num_layers=16, planner_inputs=False),
+    "default-128": ModelConfig(
+        "default", batch_size=128, width=64, heads=4, num_layers=16, planner_inputs=False
+    ),
 }
 DENSE_BYTES_PER_ENTRY = 4 * 6  # fp32 attention-map copies kept per layer (logits, exp, weights, ...)
 DENSE_BYTES_PER_ROW = 4 * 14  # fp32 values kept per padded row and channel per layer (MLP, norm, concat)
