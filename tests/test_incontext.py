@@ -8,6 +8,7 @@ from rlfm.counts import Counts
 from rlfm.mdp import TabularMDP
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import PACKAGED_CHECKPOINT, load_network, predict_policy
+from rlfm.speed.inference import greedy_path, grid_counts
 
 
 def small_agent(**kwargs) -> BatchedInContextAgent:
@@ -106,32 +107,10 @@ def test_a_runs_policy_and_actions_do_not_depend_on_the_other_runs():
         assert torch.equal(alone.act(states), batch_agent.act(states))
 
 
-def open_grid_counts(side: int) -> tuple[Counts, torch.Tensor]:
-    """Every non-goal (s, a) of a side × side open grid observed 3 times (walls = stay, reward 1 on entering
-    the far-corner goal, which ends the episode), and the successor table (S, 4)."""
-    S = side * side
-    row, col = torch.arange(S) // side, torch.arange(S) % side
-    moves = ((-1, 0), (1, 0), (0, -1), (0, 1))
-    successor = torch.stack(
-        [(row + dr).clamp(0, side - 1) * side + (col + dc).clamp(0, side - 1) for dr, dc in moves], dim=1
-    )
-    state = torch.arange(S).repeat_interleave(4).repeat(3)
-    action = torch.arange(4).repeat(S * 3)
-    keep = state != S - 1
-    state, action = state[keep], action[keep]
-    nxt = successor[state, action]
-    counts = Counts.empty([4] * S)
-    counts.update(state, action, (nxt == S - 1).double(), nxt, terminated=nxt == S - 1)
-    return counts, successor
-
-
 def test_the_shipped_planner_network_loads_by_name_and_plans_a_large_grid():
     network = load_network("planner")
     assert network.planner_inputs and not load_network("default").planner_inputs
     side = 20
-    counts, successor = open_grid_counts(side)
-    greedy = predict_policy(counts, 0.99, network=network).view(-1, 4).argmax(dim=1)
-    state, steps = 0, 0
-    while state != side * side - 1 and steps < 4 * side * side:
-        state, steps = int(successor[state, greedy[state]]), steps + 1
+    policy = predict_policy(grid_counts(side), 0.99, network=network)
+    steps = greedy_path(policy, side, max_steps=4 * side * side)
     assert steps == 2 * (side - 1)  # the shortest path
