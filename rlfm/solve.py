@@ -67,6 +67,11 @@ class ActionLayout:
         self.pad = torch.where(self.valid, self.action_ptr[:-1, None] + slots, self.num_pairs)
         self.regular = bool(self.valid.all())  # every state has A_max actions: (R, SA) is (R, S, A_max)
 
+    @classmethod
+    def from_pairs(cls, sa_state: Tensor, num_states: int) -> ActionLayout:
+        """The layout of pairs whose states are ``sa_state`` (SA,), grouped by state."""
+        return cls(torch.bincount(sa_state, minlength=num_states))
+
     def padded(self, q: Tensor, fill: float = -torch.inf) -> Tensor:
         """(R, S, A_max) view of ``q`` (R, SA), ``fill`` in the missing slots."""
         if self.regular:
@@ -77,7 +82,7 @@ class ActionLayout:
         """(R, S) max over each state's actions of ``q`` (R, SA)."""
         return self.padded(q).amax(dim=-1)
 
-    def expectation(self, q: Tensor, policy: Tensor) -> Tensor:
+    def policy_mean(self, q: Tensor, policy: Tensor) -> Tensor:
         """(R, S) Σ_a π(a | s) q(s, a) of ``q`` (R, SA) under ``policy`` (R, SA) or (SA,)."""
         out = q.new_zeros(q.shape[0], self.num_states)
         return out.index_add_(1, self.sa_state, q * policy)
@@ -142,7 +147,7 @@ def value_iteration(
         initial: (R, S) warm start (default: zeros, as many rows as ``terminal``, else one).
         upper: (R, 1) cap on V (optimistic planners), applied after ``reduce``.
         reduce: Q (R, SA) to V (R, S); default the max over actions (optimal values), a policy's
-            expectation (:meth:`ActionLayout.expectation`) evaluates that policy.
+            expectation (:meth:`ActionLayout.policy_mean`) evaluates that policy.
         sweeps: run exactly this many sweeps from ``initial`` (finite-horizon values), no stopping rule.
     Raises:
         NotConvergedError: the stopping rule did not hold within ``max_iterations`` sweeps.
@@ -211,13 +216,18 @@ class MDPArrays:
 
     @cached_property
     def layout(self) -> ActionLayout:
-        return ActionLayout(torch.bincount(self.sa_state, minlength=self.num_states))
+        return ActionLayout.from_pairs(self.sa_state, self.num_states)
+
+    @cached_property
+    def discounted_prob(self) -> Tensor:
+        """(E,) γ(s, a) P(s' | s, a) of each edge, γ of its MDP."""
+        return self.gamma[self.sa_graph][self.edge_sa] * self.prob
 
     @cached_property
     def transition_matrix(self) -> Tensor:
-        """γ(s, a) P(s' | s, a) as a sparse CSR matrix (SA, S), γ of each pair's MDP folded in."""
-        weight = self.gamma[self.sa_graph][self.edge_sa] * self.prob
-        return sparse_rows(self.edge_sa, self.edge_next, weight, (self.reward.numel(), self.num_states))
+        """γ(s, a) P(s' | s, a) as a sparse CSR matrix (SA, S)."""
+        shape = (self.reward.numel(), self.num_states)
+        return sparse_rows(self.edge_sa, self.edge_next, self.discounted_prob, shape)
 
     def bellman_backup(self, values: Tensor) -> Tensor:
         """(R, SA) r(s, a) + γ Σ_s' P(s' | s, a) V(s') for ``values`` (R, S)."""
@@ -270,8 +280,7 @@ def evaluate_policy(mdp: TabularMDP | HeteroData | MDPArrays, policy: Tensor) ->
     reward = arrays.reward.cpu()
     sa_state, edge_sa, edge_next = arrays.sa_state.cpu(), arrays.edge_sa.cpu(), arrays.edge_next.cpu()
     r_pi = torch.zeros(U, S, dtype=torch.float64).index_add_(1, sa_state, pi * reward)
-    discount = (arrays.gamma[arrays.sa_graph][arrays.edge_sa] * arrays.prob).cpu()  # (E,)
-    weight = pi[:, edge_sa] * discount  # (U, E)
+    weight = pi[:, edge_sa] * arrays.discounted_prob.cpu()  # (U, E)
     shift = (torch.arange(U) * S)[:, None]
     rows = (shift + sa_state[edge_sa]).reshape(-1).numpy()
     cols = (shift + edge_next).reshape(-1).numpy()

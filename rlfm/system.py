@@ -51,9 +51,7 @@ def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
     loss = cross_entropy(data, logits)
     entropy = -scatter(torch.special.xlogy(target, target), sa_state, dim=0, dim_size=S, reduce="sum")
     best_q = scatter(q_star, sa_state, dim=0, dim_size=S, reduce="max")
-    chosen = (
-        ActionLayout(torch.bincount(sa_state, minlength=S)).greedy_policy(logits.detach()).to(q_star.dtype)
-    )
+    chosen = ActionLayout.from_pairs(sa_state, S).greedy_policy(logits.detach()).to(q_star.dtype)
     optimal = (q_star >= best_q[sa_state] - 1e-6).to(q_star.dtype)
     agreement = scatter(chosen * optimal, sa_state, dim=0, dim_size=S, reduce="sum")
     return {"loss": loss, "kl": loss - entropy, "agreement": agreement}
@@ -193,7 +191,7 @@ class PolicyLearner(LightningModule):
     def normalized_values(data: HeteroData, truth: HeteroData, logits: Tensor) -> Tensor:
         """(B,) exact normalised value of the greedy policy of ``logits`` on each true MDP."""
         sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
-        policy = ActionLayout(torch.bincount(sa_state, minlength=S)).greedy_policy(logits.detach().double())
+        policy = ActionLayout.from_pairs(sa_state, S).greedy_policy(logits.detach().double())
         value = start_values(truth, evaluate_policy(truth, policy))
         return normalize(value, truth.optimal_start_value, truth.uniform_start_value)
 

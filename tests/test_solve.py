@@ -114,7 +114,7 @@ def test_policy_evaluation_of_many_policies_on_a_union_of_mdps(generator):
     batch = Batch.from_data_list([mdp_graph(m) for m in mdps])
     layout = ActionLayout(torch.bincount(batch[OF].edge_index[1]))
     policies = torch.rand(5, layout.num_pairs, generator=generator, dtype=torch.float64)
-    policies /= layout.expectation(policies, 1.0)[:, layout.sa_state]  # each state's block sums to 1
+    policies /= layout.policy_mean(policies, 1.0)[:, layout.sa_state]  # each state's block sums to 1
     together = evaluate_policy(batch, policies)  # (5, 11)
     assert together.shape == (5, 11)
     for u in range(5):
@@ -133,7 +133,7 @@ def test_value_iteration_of_a_policy_converges_to_its_exact_value():
     arrays = mdp_arrays(frozenlake_style())
     uniform = arrays.layout.uniform(1)
     threshold = stopping_threshold(1.0, float(arrays.gamma), 1e-10)
-    expected = lambda q: arrays.layout.expectation(q, uniform)  # noqa: E731
+    expected = lambda q: arrays.layout.policy_mean(q, uniform)  # noqa: E731
     _q, v = value_iteration(arrays.bellman_backup, arrays.layout, threshold, reduce=expected)
     torch.testing.assert_close(v[0], evaluate_policy(arrays, uniform[0]), atol=1e-9, rtol=0)
 

@@ -77,19 +77,15 @@ class Scorer:
         uniform = layout.uniform(1)
         self.optimal_horizon = value_iteration(backup, layout, 0.0, sweeps=horizon)[1][0]
         expected = value_iteration(
-            backup, layout, 0.0, sweeps=horizon, reduce=lambda q: layout.expectation(q, uniform)
+            backup, layout, 0.0, sweeps=horizon, reduce=lambda q: layout.policy_mean(q, uniform)
         )
         self.uniform_horizon = expected[1][0]
         self._cache: dict[bytes, float] = {}
 
     @property
-    def gap(self) -> float:
-        """V*(μ) - V^unif(μ), the normaliser of the scores (floored, :func:`rlfm.solve.normalizer`)."""
-        return float(normalizer(self.optimal_start, self.uniform_start))
-
-    @property
     def horizon_gap(self) -> float:
-        """The same over ``horizon`` steps, the normaliser of the regret."""
+        """V*(μ) - V^unif(μ) over ``horizon`` steps, the normaliser of the regret (floored,
+        :func:`rlfm.solve.normalizer`)."""
         optimal, uniform = self.start @ self.optimal_horizon, self.start @ self.uniform_horizon
         return float(normalizer(optimal, uniform))
 
