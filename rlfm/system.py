@@ -74,6 +74,10 @@ class PolicyLearner(LightningModule):
         final_lr_ratio: learning rate at the last step, relative to ``lr``.
         planner_inputs: the network reads the exact planners' columns (see
             :class:`~rlfm.network.PolicyNetwork`); False is the ablation without them.
+        init_from: start from these weights instead of a random initialisation (fine-tuning): an exported
+            network, a Lightning checkpoint or a shipped network's name (``"default"``, ``"planner"``);
+            it must have this network's width, heads and inputs. Only the weights are taken: the optimiser,
+            schedule and step count start afresh (``--ckpt_path`` is the way to resume a run exactly).
     """
 
     def __init__(
@@ -91,16 +95,33 @@ class PolicyLearner(LightningModule):
         warmup_steps: int = 200,
         final_lr_ratio: float = 0.1,
         planner_inputs: bool = True,
+        init_from: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.network = PolicyNetwork(
             width=width, heads=heads, num_layers=eval_layers, dropout=dropout, planner_inputs=planner_inputs
         )
+        if init_from is not None:
+            self._initialise_from(init_from)
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self._depth = random.Random(0)
         self._restored_rng: dict | None = None
+
+    def _initialise_from(self, checkpoint: str) -> None:
+        from rlfm.pretrained import load_network  # rlfm.pretrained reads checkpoints of this class
+
+        source = load_network(checkpoint)
+        ours = {
+            "width": self.network.width,
+            "heads": self.network.heads,
+            "planner_inputs": self.network.planner_inputs,
+        }
+        theirs = {"width": source.width, "heads": source.heads, "planner_inputs": source.planner_inputs}
+        if ours != theirs:
+            raise ValueError(f"init_from={checkpoint!r} is a network with {theirs}; this one has {ours}")
+        self.network.load_state_dict(source.state_dict())
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) of an observation graph or batch."""

@@ -94,6 +94,10 @@ def test_checkpoint_round_trip(tmp_path):
     assert torch.allclose(load_network(tmp_path / "last.ckpt")(batch, 3), expected)
     compact = export(tmp_path / "last.ckpt", tmp_path / "net.pt")
     assert torch.allclose(load_network(compact)(batch, 3), expected)
+    fine_tuned = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3, init_from=str(compact))
+    assert torch.allclose(fine_tuned.eval()(batch), expected)  # starts from the exported weights
+    with pytest.raises(ValueError, match="width"):
+        PolicyLearner(width=32, heads=2, init_from=str(compact))
 
 
 def test_resumed_run_continues_step_and_stream(tmp_path):
