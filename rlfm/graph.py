@@ -130,7 +130,12 @@ def planner_features(
     Returns:
         (SA, 6) state-action columns and (S, 2) state columns, float64.
     """
-    from rlfm.solve import MDPArrays, stopping_threshold, value_iteration  # rlfm.solve reads this schema
+    from rlfm.solve import (  # rlfm.solve reads this schema
+        MDPArrays,
+        row_products,
+        stopping_threshold,
+        value_iteration,
+    )
 
     S = state_graph.numel()
     sa_graph = state_graph[sa_state]
@@ -143,7 +148,7 @@ def planner_features(
     arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, rewards[0], gamma, state_graph, sa_graph, S)
 
     def backup(values: Tensor) -> Tensor:  # both planners in one sparse product per sweep
-        return rewards + (arrays.transition_matrix @ values.T).T
+        return rewards + row_products(arrays.transition_matrix, values)
 
     threshold = stopping_threshold(1.0, float(gamma.max()), PLANNER_TOLERANCE)
     initial = torch.zeros(2, S, dtype=torch.float64)

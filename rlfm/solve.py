@@ -186,6 +186,14 @@ def sparse_rows(rows: Tensor, cols: Tensor, weight: Tensor, shape: tuple[int, in
         return torch.sparse_csr_tensor(crow, cols, weight, shape, check_invariants=False)
 
 
+def row_products(matrix: Tensor, values: Tensor) -> Tensor:
+    """(R, M) ``matrix`` (M, N) times each row of ``values`` (R, N): one sparse matrix-vector product per row.
+
+    torch's CSR matrix-vector kernel is several times faster than its matrix-matrix product with the
+    transposed (non-contiguous) ``values.T``, and the rows here are few (planners, policies)."""
+    return torch.stack([matrix @ row for row in values])
+
+
 def expectation(matrix: Tensor, values: Tensor) -> Tensor:
     """(R, SA) Σ_s' W(s' | s, a) V(s') from a union matrix (R·SA, R·S) and ``values`` (R, S)."""
     runs = values.shape[0]
@@ -231,9 +239,7 @@ class MDPArrays:
 
     def bellman_backup(self, values: Tensor) -> Tensor:
         """(R, SA) r(s, a) + γ Σ_s' P(s' | s, a) V(s') for ``values`` (R, S)."""
-        if values.shape[0] == 1:  # a sparse matrix-vector product is faster than a product with (S, 1)
-            return (self.reward + self.transition_matrix @ values[0])[None]
-        return self.reward + (self.transition_matrix @ values.T).T
+        return self.reward + row_products(self.transition_matrix, values)
 
 
 def as_graph(mdp: TabularMDP | HeteroData) -> HeteroData:
