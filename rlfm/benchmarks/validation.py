@@ -29,6 +29,18 @@ ROOMS_7X7 = (
     "...#..G",
 )
 
+
+def open_grid(side: int, gamma: float, name: str) -> TabularMDP:
+    """An open ``side`` × ``side`` grid, the goal in the far corner, every other cell a start state.
+
+    The uniform start makes the behaviour data cover the whole grid, so what is judged is planning over
+    distances of up to 2·(side − 1) steps at a long horizon, not exploration."""
+    layout = ("S" + "." * (side - 1),) + ("." * side,) * (side - 2) + ("." * (side - 1) + "G",)
+    mdp = walled_gridworld(layout, gamma=gamma, name=name)
+    start = (~mdp.terminal).double()
+    return replace(mdp, start=start / start.sum())
+
+
 VALIDATION: dict[str, Callable[[], TabularMDP]] = {
     "val_gridworld_4x4": lambda: _renamed(gridworld(4), "val_gridworld_4x4"),
     "val_frozenlake_5x5_slip03": partial(
@@ -37,6 +49,7 @@ VALIDATION: dict[str, Callable[[], TabularMDP]] = {
     "val_chain_10": lambda: _renamed(nchain(10, slip=0.1, gamma=0.95), "val_chain_10"),
     "val_rooms_7x7": partial(walled_gridworld, ROOMS_7X7, gamma=0.97, name="val_rooms_7x7"),
     "val_garnet_30_3": lambda: _renamed(garnet(30, 3, 3, seed=7, gamma=0.9), "val_garnet_30_3"),
+    "val_open_grid_24x24": partial(open_grid, 24, gamma=0.99, name="val_open_grid_24x24"),
 }
 """Builders by name; each call builds a fresh MDP."""
 
