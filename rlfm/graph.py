@@ -132,7 +132,7 @@ def planner_features(
     """
     from rlfm.solve import (  # rlfm.solve reads this schema
         MDPArrays,
-        row_products,
+        affine_rows,
         stopping_threshold,
         value_iteration,
     )
@@ -148,7 +148,7 @@ def planner_features(
     arrays = MDPArrays(sa_state, edge_sa, edge_next, p_hat, rewards[0], gamma, state_graph, sa_graph, S)
 
     def backup(values: Tensor) -> Tensor:  # both planners in one sparse product per sweep
-        return rewards + row_products(arrays.transition_matrix, values)
+        return affine_rows(rewards, arrays.transition_matrix, values)
 
     threshold = stopping_threshold(1.0, float(gamma.max()), PLANNER_TOLERANCE)
     initial = torch.zeros(2, S, dtype=torch.float64)
