@@ -6,7 +6,7 @@ import torch
 from datamodules import PriorDataModule
 from rlfm.benchmarks import BENCHMARKS, REPORTED_SUITES, SUITES, VALIDATION, get_benchmark, suite
 from rlfm.benchmarks.classic import SIXARMS_REWARD, walled_gridworld
-from rlfm.benchmarks.validation import same_mdp
+from rlfm.benchmarks.validation import open_grid, same_mdp
 from rlfm.mdp import TabularMDP
 from rlfm.solve import ActionLayout, evaluate_policy, optimal_values, start_values, uniform_policy
 from tests.conftest import DATA
@@ -152,3 +152,12 @@ def test_gymnasium_benchmarks():
     assert P[14, 2, 15] == pytest.approx(1 / 3) and lake.gamma == 0.99
     taxi = get_benchmark("taxi")
     assert math.isclose(float(taxi.start.sum()), 1.0) and int((taxi.start > 0).sum()) == 300
+
+
+def test_the_open_grid_starts_everywhere_but_the_goal_and_is_planned_over_its_diagonal():
+    mdp = open_grid(4, gamma=0.9, name="open_grid_4x4")
+    assert mdp.num_states == 16 and int(mdp.terminal.sum()) == 1
+    assert float(mdp.start[mdp.terminal].sum()) == 0.0
+    torch.testing.assert_close(mdp.start[~mdp.terminal], torch.full((15,), 1 / 15, dtype=torch.float64))
+    _, values = optimal_values(mdp)
+    assert float(values[0]) == pytest.approx(0.9**5)  # six moves from the far corner, the last one paid 1

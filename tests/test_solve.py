@@ -8,6 +8,7 @@ from rlfm.mdp import TabularMDP
 from rlfm.solve import (
     ActionLayout,
     NotConvergedError,
+    affine_rows,
     evaluate_policy,
     mdp_arrays,
     normalized_value,
@@ -143,3 +144,15 @@ def test_greedy_policy_keeps_the_shape_of_its_input():
     q = torch.tensor([[0.0, 1.0, 5.0, 2.0, 2.0, 1.0], [1.0, 0.0, 5.0, 0.0, 0.0, 3.0]])
     assert layout.greedy_policy(q).tolist() == [[0, 1, 1, 1, 0, 0], [1, 0, 1, 0, 0, 1]]
     assert layout.greedy_policy(q[1]).tolist() == [1, 0, 1, 0, 0, 1]
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+@pytest.mark.parametrize("shared_offset", [True, False])
+def test_affine_rows_is_offset_plus_matrix_times_each_row(rows, shared_offset):
+    generator = torch.Generator().manual_seed(rows)
+    dense = torch.rand(7, 5, generator=generator, dtype=torch.float64)
+    dense[dense < 0.5] = 0.0
+    values = torch.rand(rows, 5, generator=generator, dtype=torch.float64)
+    offset = torch.rand(7 if shared_offset else (rows, 7), generator=generator, dtype=torch.float64)
+    expected = offset + values @ dense.T
+    torch.testing.assert_close(affine_rows(offset, dense.to_sparse_csr(), values), expected)
