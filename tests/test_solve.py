@@ -156,3 +156,35 @@ def test_affine_rows_is_offset_plus_matrix_times_each_row(rows, shared_offset):
     offset = torch.rand(7 if shared_offset else (rows, 7), generator=generator, dtype=torch.float64)
     expected = offset + values @ dense.T
     torch.testing.assert_close(affine_rows(offset, dense.to_sparse_csr(), values), expected)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_policy_evaluation_jumps_reach_the_same_values_in_fewer_sweeps(seed):
+    g = torch.Generator().manual_seed(seed)
+    P, R = random_dense_mdp(g, 12, 3)
+    arrays = mdp_arrays(TabularMDP.from_dense(P, R, gamma=0.995))
+    threshold = stopping_threshold(1.0, 0.995, 1e-9)
+    sweeps = {"plain": 0, "jumps": 0}
+
+    def counted(name):
+        def backup(values):
+            sweeps[name] += 1
+            return arrays.bellman_backup(values)
+
+        return backup
+
+    q_plain, v_plain = value_iteration(counted("plain"), arrays.layout, threshold)
+    evaluate = lambda q: evaluate_policy(arrays, arrays.layout.greedy_policy(q))  # noqa: E731
+    q_jump, v_jump = value_iteration(counted("jumps"), arrays.layout, threshold, evaluate=evaluate)
+    torch.testing.assert_close(v_jump, v_plain, atol=1e-8, rtol=0)
+    torch.testing.assert_close(q_jump, q_plain, atol=1e-8, rtol=0)
+    assert sweeps["jumps"] < sweeps["plain"] / 5
+
+
+def test_a_jump_that_does_not_help_is_not_taken():
+    arrays = mdp_arrays(frozenlake_style())
+    threshold = stopping_threshold(1.0, float(arrays.gamma), 1e-10)
+    _, v_plain = value_iteration(arrays.bellman_backup, arrays.layout, threshold)
+    wrong = lambda q: torch.full((q.shape[0], arrays.num_states), 1e6, dtype=q.dtype)  # noqa: E731
+    _, v = value_iteration(arrays.bellman_backup, arrays.layout, threshold, evaluate=wrong, evaluate_every=1)
+    torch.testing.assert_close(v, v_plain, atol=1e-9, rtol=0)
