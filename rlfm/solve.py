@@ -17,7 +17,10 @@ optimality operator of an MDP,
 until :math:`\lVert V_{k+1} - V_k \rVert_\infty \le` ``threshold`` in every run. For a γ-contraction the
 error of V is then at most :math:`\frac{\gamma}{1-\gamma}\lVert V_{k+1} - V_k\rVert_\infty`
 (:func:`stopping_threshold` turns a tolerance on V into that threshold). Finite horizons run an exact
-number of sweeps instead. P is a sparse CSR matrix: nothing is ever S × S dense.
+number of sweeps instead. P is a sparse CSR matrix: nothing is ever S × S dense. Given an exact evaluator
+of greedy policies, it also jumps every few sweeps to :math:`V^{\pi}` of the greedy policy π of its current
+Q when that has the smaller Bellman residual (a policy-iteration step): at γ 0.99 that ends in tens of
+sweeps where plain sweeps need thousands.
 
 **Policy evaluation** (:func:`evaluate_policy`) solves :math:`(I - \gamma P_\pi) V = r_\pi` exactly with a
 sparse LU factorisation (SciPy's SuperLU), many policies and many MDPs as one block-diagonal system.

@@ -253,6 +253,19 @@ def test_command_passes_temperature_to_the_rlfm_agent(tmp_path):
     assert record["agent"] == "rlfm" and record["hyperparameters"]["temperature"] == 0.25
 
 
+@pytest.mark.parametrize("mode", ["online", "offline"])
+def test_workers_do_not_change_the_results(tmp_path, mode):
+    argv = ["--mode", mode, "--suite", "reference", "--agents", "ce" if mode == "offline" else "ucbvi,random"]
+    argv += ["--seeds", "2", "--episodes", "4", "--sizes", "8,32", "--no-grid", "--no-progress"]
+    records = {}
+    for workers in (1, 2):
+        out = tmp_path / str(workers)
+        assert benchmark_main([*argv, "--workers", str(workers), "--out", str(out)]) == 0
+        results = json.loads((out / "results.json").read_text())["results"]
+        records[workers] = [{k: v for k, v in r.items() if k != "wall_time_s"} for r in results]
+    assert len(records[1]) == 6 and records[2] == records[1]  # 3 MDPs x (2 agents | 2 sizes)
+
+
 def test_command_rejects_bad_requests(tmp_path):
     with pytest.raises(SystemExit):
         benchmark_main(["--agents", "rlfm", "--temperature", "0", "--out", str(tmp_path)])
@@ -260,5 +273,7 @@ def test_command_rejects_bad_requests(tmp_path):
         benchmark_main(["--mode", "offline", "--agents", "qlearning", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         benchmark_main(["--agents", "dqn", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit):
+        benchmark_main(["--workers", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         benchmark_main(["--mdp", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])

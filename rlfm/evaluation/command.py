@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import json
 import math
+import multiprocessing
 import os
 import shlex
 import sys
@@ -28,6 +30,7 @@ import tempfile
 import time
 import zlib
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -115,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--threads", type=int, default=1, help="torch CPU threads, ≥ 1 (small sparse ops: 1 is fastest)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes running (MDP, agent) pairs side by side, each with --threads threads, ≥ 1 "
+        "(results do not depend on it)",
     )
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar"
@@ -213,6 +223,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         ("horizon", args.horizon),
         ("window", args.window),
         ("threads", args.threads),
+        ("workers", args.workers),
     ):
         if value < 1:
             raise ValueError(f"--{flag} must be at least 1, got {value}")
@@ -337,68 +348,117 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
 def _online(
     mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OnlineConfig
 ) -> list[dict]:
-    plan = [(i, mdp, name, _settings(name, args.grid)) for i, mdp in enumerate(mdps) for name in agents]
-    total = sum(config.episodes * _batch_count(name, args.grid) for _, _, name, _ in plan)
-    bar = _progress(total, args.progress, "episode")
-    records = []
-    scorers: dict[int, Scorer] = {}  # by position in the list: names need not be unique
-    for i, mdp, name, settings in plan:
+    """One record per (MDP, agent) pair."""
+    plan = [(i, mdp, name) for i, mdp in enumerate(mdps) for name in agents]
+    work = [config.episodes * _batch_count(name, args.grid) for _, _, name in plan]
+    pair = functools.partial(_online_pair, args=args, config=config)
+    return _map(pair, plan, work, args, "episode")
+
+
+def _online_pair(
+    i: int, mdp: TabularMDP, name: str, args: argparse.Namespace, config: OnlineConfig, bar: Any = None
+) -> dict:
+    """The online record of agent ``name`` (all its settings and seeds) on the ``i``-th MDP."""
+    if bar is not None:
         bar.set_description(f"{mdp.name} / {name}")
-        if i not in scorers:
-            scorers[i] = Scorer(mdp, config.horizon)
-        scorer = scorers[i]
+    scorer = _scorer(i, mdp, config.horizon)
+    settings = _settings(name, args.grid)
+    started = time.perf_counter()
+    results: list[tuple[dict[str, Any], OnlineRun]] = []
+    done = 0
+    for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
+        generator = _generator(args.seed, "online", mdp.name, name, str(done))
+        run = run_online(mdp, agent, count * args.seeds, config, generator, scorer, bar)
+        for k in range(count):
+            hp = {**agent.hyperparameters(), **settings[done + k]} if count > 1 else agent.hyperparameters()
+            results.append((hp, run.select(slice(k * args.seeds, (k + 1) * args.seeds))))
+        done += count
+    return online_record(mdp.name, name, results, config, time.perf_counter() - started)
+
+
+def _offline(
+    mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OfflineConfig
+) -> list[dict]:
+    """One record per (MDP, agent, dataset size)."""
+    plan = [(i, mdp) for i, mdp in enumerate(mdps)]
+    work = [len(config.sizes) * sum(_batch_count(name, args.grid) for name in agents)] * len(mdps)
+    per_mdp = functools.partial(_offline_mdp, agents=agents, args=args, config=config)
+    return [record for records in _map(per_mdp, plan, work, args, "plan") for record in records]
+
+
+def _offline_mdp(
+    i: int,
+    mdp: TabularMDP,
+    agents: list[str],
+    args: argparse.Namespace,
+    config: OfflineConfig,
+    bar: Any = None,
+) -> list[dict]:
+    """The offline records of every agent on the ``i``-th MDP (its datasets shared by all agents)."""
+    datasets = collect_datasets(
+        mdp, args.seeds, config, _generator(args.seed, "offline", mdp.name, config.behaviour)
+    )
+    scorer = _scorer(i, mdp, config.horizon)
+    records: list[dict] = []
+    for name in agents:
+        if bar is not None:
+            bar.set_description(f"{mdp.name} / {name}")
+        settings = _settings(name, args.grid)
         started = time.perf_counter()
-        results: list[tuple[dict[str, Any], OnlineRun]] = []
+        results: list[tuple[dict[str, Any], torch.Tensor]] = []
         done = 0
         for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
-            generator = _generator(args.seed, "online", mdp.name, name, str(done))
-            run = run_online(mdp, agent, count * args.seeds, config, generator, scorer, bar)
+            generator = _generator(args.seed, "offline-agent", mdp.name, name, str(done))
+            values = run_offline(mdp, agent, datasets, generator, scorer, repeats=count, progress=bar)
             for k in range(count):
                 hp = (
                     {**agent.hyperparameters(), **settings[done + k]}
                     if count > 1
                     else agent.hyperparameters()
                 )
-                results.append((hp, run.select(slice(k * args.seeds, (k + 1) * args.seeds))))
+                results.append((hp, values[:, k * args.seeds : (k + 1) * args.seeds]))
             done += count
-        records.append(online_record(mdp.name, name, results, config, time.perf_counter() - started))
-    bar.close()
-    return records
-
-
-def _offline(
-    mdps: list[TabularMDP], agents: list[str], args: argparse.Namespace, config: OfflineConfig
-) -> list[dict]:
-    total = len(mdps) * len(config.sizes) * sum(_batch_count(name, args.grid) for name in agents)
-    bar = _progress(total, args.progress, "plan")
-    records: list[dict] = []
-    for mdp in mdps:
-        datasets = collect_datasets(
-            mdp, args.seeds, config, _generator(args.seed, "offline", mdp.name, config.behaviour)
+        records += offline_records(
+            mdp.name, name, results, config.sizes, config.behaviour, time.perf_counter() - started
         )
-        scorer = Scorer(mdp, config.horizon)
-        for name in agents:
-            bar.set_description(f"{mdp.name} / {name}")
-            settings = _settings(name, args.grid)
-            started = time.perf_counter()
-            results: list[tuple[dict[str, Any], torch.Tensor]] = []
-            done = 0
-            for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
-                generator = _generator(args.seed, "offline-agent", mdp.name, name, str(done))
-                values = run_offline(mdp, agent, datasets, generator, scorer, repeats=count, progress=bar)
-                for k in range(count):
-                    hp = (
-                        {**agent.hyperparameters(), **settings[done + k]}
-                        if count > 1
-                        else agent.hyperparameters()
-                    )
-                    results.append((hp, values[:, k * args.seeds : (k + 1) * args.seeds]))
-                done += count
-            records += offline_records(
-                mdp.name, name, results, config.sizes, config.behaviour, time.perf_counter() - started
-            )
-    bar.close()
     return records
+
+
+_SCORERS: dict[tuple[int, str, int], Scorer] = {}  # this process's scorers, shared by the agents of an MDP
+
+
+def _scorer(i: int, mdp: TabularMDP, horizon: int) -> Scorer:
+    key = (i, mdp.name, horizon)
+    if key not in _SCORERS:
+        _SCORERS.clear()  # the MDPs run one after another: keep only the current one's
+        _SCORERS[key] = Scorer(mdp, horizon)
+    return _SCORERS[key]
+
+
+def _map(
+    job: Callable[..., Any], plan: list[tuple], work: list[int], args: argparse.Namespace, unit: str
+) -> list[Any]:
+    """``[job(*item) for item in plan]``, in ``args.workers`` processes when more than one (``work``: each
+    item's share of the progress bar; a worker's item advances it when it finishes)."""
+    bar = _progress(sum(work), args.progress, unit)
+    try:
+        if args.workers == 1:
+            return [job(*item, bar=bar) for item in plan]
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
+        with ProcessPoolExecutor(args.workers, context, _start_worker, (args.threads,)) as pool:
+            futures = {pool.submit(job, *item): k for k, item in enumerate(plan)}
+            results: list[Any] = [None] * len(plan)
+            for future in as_completed(futures):
+                k = futures[future]
+                results[k] = future.result()
+                bar.update(work[k])
+            return results
+    finally:
+        bar.close()
+
+
+def _start_worker(threads: int) -> None:
+    torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------------------------------- metadata
