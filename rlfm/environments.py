@@ -227,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--window", type=int, default=None, help="moving-average window of the plot")
     in_context = parser.add_argument_group("rlfm agent")
-    in_context.add_argument("--temperature", type=float, default=1.0, help="sample actions from π^(1/T)")
+    in_context.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        help="sample actions from π^(1/T) (default: the network's own)",
+    )
     in_context.add_argument("--replan-every", type=int, default=None, help="also re-plan every N steps")
     in_context.add_argument(
         "--checkpoint",

@@ -160,7 +160,8 @@ class InContextAgent(InteractiveAgent):
     ``num_layers`` sets the number of sweeps (default: the network's own rule).
 
     Args:
-        temperature: T > 0; actions are drawn from π^(1/T) (1: the network's posterior; small: greedier).
+        temperature: T > 0; actions are drawn from π^(1/T) (1: the network's posterior; small: greedier;
+            None: the network's ``acting_temperature``, chosen for it on the validation MDPs).
         replan_every: also re-plan after this many steps without a plan (None: only at episode ends).
         checkpoint: a network file or training checkpoint, or a shipped network's name (``"default"``, used
             when None, or ``"planner"``).
@@ -180,7 +181,7 @@ class InContextAgent(InteractiveAgent):
         num_actions: int | Sequence[int],
         gamma: float = 0.99,
         *,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         replan_every: int | None = None,
         checkpoint: str | Path | None = None,
         network: PolicyNetwork | None = None,
@@ -188,7 +189,9 @@ class InContextAgent(InteractiveAgent):
         seed: int | None = None,
     ) -> None:
         super().__init__(num_states, num_actions, gamma, seed)
-        if not (isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0):
+        if temperature is not None and not (
+            isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
+        ):
             raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
         if replan_every is not None and (
             isinstance(replan_every, bool) or not isinstance(replan_every, int) or replan_every < 1
@@ -198,10 +201,12 @@ class InContextAgent(InteractiveAgent):
             isinstance(num_layers, bool) or not isinstance(num_layers, int) or num_layers < 1
         ):
             raise ValueError(f"num_layers must be a positive integer or None, got {num_layers!r}")
-        self.temperature = float(temperature)
         self.replan_every = replan_every
         self.checkpoint = checkpoint
         self.network = network if network is not None or checkpoint is None else load_network(checkpoint)
+        if temperature is None:
+            temperature = (self.network if self.network is not None else load_network()).acting_temperature
+        self.temperature = float(temperature)
         self.num_layers = num_layers
         self._counts = Counts.empty(self.num_actions)
         self._pending: list[tuple[int, int, float, int, bool]] = []

@@ -14,6 +14,8 @@ An unvisited state reads its actions (max and mean) and is read by any pair obse
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
@@ -43,6 +45,8 @@ class PolicyNetwork(nn.Module):
         planner_inputs: read the exact planners' columns of the observation graph (certainty-equivalent
             and optimistic values, :func:`rlfm.graph.planner_features`); False reads only the count
             statistics (the paper's inputs, kept for ablations and older checkpoints).
+        acting_temperature: the T an in-context agent samples this network's policy with by default,
+            a ~ π^(1/T) (chosen per shipped network on the online validation MDPs; 1: as learned).
     """
 
     def __init__(
@@ -52,8 +56,14 @@ class PolicyNetwork(nn.Module):
         num_layers: int = 16,
         dropout: float = 0.05,
         planner_inputs: bool = True,
+        acting_temperature: float = 1.0,
     ) -> None:
         super().__init__()
+        if not (math.isfinite(acting_temperature) and acting_temperature > 0):
+            raise ValueError(
+                f"acting_temperature must be a positive finite number, got {acting_temperature!r}"
+            )
+        self.acting_temperature = float(acting_temperature)
         self.width = width
         self.heads = heads
         self.num_layers = num_layers

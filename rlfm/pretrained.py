@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import pickle
 import re
@@ -104,7 +105,8 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             raise ValueError(f"{path} is an rlfm export without a config holding {', '.join(CONFIG_KEYS)}")
         # files written before the planner columns existed read only the count statistics
         config = {key: config[key] for key in CONFIG_KEYS} | {
-            "planner_inputs": config.get("planner_inputs", False)
+            "planner_inputs": config.get("planner_inputs", False),
+            "acting_temperature": config.get("acting_temperature", 1.0),
         }
     elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
@@ -138,6 +140,11 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         raise ValueError(
             f"{path}: the network's dropout must be a number in [0, 1), got {config['dropout']!r}"
         )
+    temperature = config.get("acting_temperature", 1.0)
+    if isinstance(temperature, bool) or not (
+        isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
+    ):
+        raise ValueError(f"{path}: acting_temperature must be a positive finite number, got {temperature!r}")
     if not isinstance(config["planner_inputs"], bool):
         raise ValueError(f"{path}: planner_inputs must be true or false, got {config['planner_inputs']!r}")
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
@@ -148,15 +155,23 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
     return config, dict(weights)
 
 
-def export(checkpoint: str | Path, out: str | Path, note: str = "") -> Path:
-    """Write the compact format of the network in ``checkpoint`` to ``out``."""
+def export(
+    checkpoint: str | Path, out: str | Path, note: str = "", acting_temperature: float | None = None
+) -> Path:
+    """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
+    sampling temperature agents use by default with it; None keeps the source's, 1 for a checkpoint)."""
     network = load_network(checkpoint)
+    if acting_temperature is None:
+        acting_temperature = network.acting_temperature
+    if not (math.isfinite(acting_temperature) and acting_temperature > 0):
+        raise ValueError(f"acting_temperature must be a positive finite number, got {acting_temperature!r}")
     config = {
         "width": network.width,
         "heads": network.heads,
         "num_layers": network.num_layers,
         "dropout": network.block.update_state[2].p,
         "planner_inputs": network.planner_inputs,
+        "acting_temperature": float(acting_temperature),
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)
@@ -189,9 +204,15 @@ def export_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("out", help="where to write the compact network file")
     parser.add_argument("--note", default="", help="how the network was trained, kept in the file")
+    parser.add_argument(
+        "--acting-temperature",
+        type=float,
+        default=None,
+        help="T that agents sample the network's policy with by default, π^(1/T) (default: the source's, 1)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.note)
+        path = export(args.checkpoint, args.out, args.note, args.acting_temperature)
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)
         return 2

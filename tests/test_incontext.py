@@ -5,9 +5,10 @@ from rlfm.agents import make_agent
 from rlfm.agents.incontext import BatchedInContextAgent
 from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
+from rlfm.interactive import InContextAgent
 from rlfm.mdp import TabularMDP
 from rlfm.network import PolicyNetwork
-from rlfm.pretrained import PACKAGED_CHECKPOINT, load_network, predict_policy
+from rlfm.pretrained import PACKAGED_CHECKPOINT, export, load_network, predict_policy
 from rlfm.speed.inference import greedy_path, grid_counts
 
 
@@ -114,3 +115,15 @@ def test_the_shipped_planner_network_loads_by_name_and_plans_a_large_grid():
     policy = predict_policy(grid_counts(side), 0.99, network=network)
     steps = greedy_path(policy, side, max_steps=4 * side * side)
     assert steps == 2 * (side - 1)  # the shortest path
+
+
+def test_agents_sample_at_the_networks_acting_temperature_unless_told(tmp_path):
+    path = export("planner", tmp_path / "hot.pt", acting_temperature=2.5)
+    assert load_network(path).acting_temperature == 2.5
+    assert export(path, tmp_path / "copy.pt") and load_network(tmp_path / "copy.pt").acting_temperature == 2.5
+    assert BatchedInContextAgent(path).temperature == 2.5
+    assert BatchedInContextAgent(path, temperature=0.5).temperature == 0.5
+    assert InContextAgent(4, 2, checkpoint=path).temperature == 2.5
+    assert InContextAgent(4, 2, checkpoint=path, temperature=1.0).temperature == 1.0
+    with pytest.raises(ValueError, match="acting_temperature"):
+        export("planner", tmp_path / "bad.pt", acting_temperature=0.0)

@@ -37,7 +37,8 @@ class BatchedInContextAgent(Agent):
     Args:
         checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
         network: an already loaded network (instead of ``checkpoint``).
-        temperature: T dividing the logits before sampling actions (1: the learned posterior).
+        temperature: T dividing the logits before sampling actions (1: the learned posterior; None: the
+            network's ``acting_temperature``, chosen for it on the validation MDPs).
         num_layers: tied sweeps per forward pass; None follows the network's own rule
             (:meth:`~rlfm.network.PolicyNetwork.infer`: its depth K with planner inputs, else unrolling
             until the policy settles).
@@ -52,17 +53,17 @@ class BatchedInContextAgent(Agent):
         self,
         checkpoint: str | Path | None = None,
         network: PolicyNetwork | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
         num_layers: int | None = None,
         max_layers: int = 256,
         device: str | torch.device = "cpu",
     ) -> None:
-        if temperature <= 0:
+        if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.network = (network if network is not None else load_network(checkpoint)).to(self.device).eval()
-        self.temperature = temperature
+        self.temperature = self.network.acting_temperature if temperature is None else temperature
         self.num_layers = num_layers
         self.max_layers = max_layers
         self.layers_used: list[int] = []

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--temperature",
         type=float,
         default=None,
-        help="the rlfm agent's sampling temperature, > 0 (default 1: sample its policy as learned)",
+        help="the rlfm agent's sampling temperature, > 0 (default: the network's own, chosen on validation)",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
