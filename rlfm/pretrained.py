@@ -4,8 +4,9 @@ Two file formats load: a Lightning checkpoint written by ``rlfm fit`` (``.ckpt``
 written by ``rlfm export`` (network sizes, weights and a note on how it was trained, no optimiser state),
 which is what ships in ``rlfm/checkpoints/``: ``default`` (the pretrained network, count inputs) and
 ``planner`` (the variant that also reads the exact planners' columns: faster and better at planning on
-large MDPs, slightly worse on the validation MDPs; README "Ablation"). Both formats are read with ``torch.load(weights_only=True)``, so a
-file can hold only tensors and plain containers and loading it never runs code.
+large MDPs, better offline on the validation MDPs but a worse explorer of slippery ones; README
+"Ablation"). Both formats are read with ``torch.load(weights_only=True)``, so a file can hold only tensors
+and plain containers and loading it never runs code.
 """
 
 from __future__ import annotations
