@@ -133,7 +133,7 @@ def planner_features(
     from rlfm.solve import (  # rlfm.solve reads this schema
         MDPArrays,
         affine_rows,
-        evaluate_policy,
+        greedy_evaluator,
         stopping_threshold,
         value_iteration,
     )
@@ -151,11 +151,9 @@ def planner_features(
     def backup(values: Tensor) -> Tensor:  # both planners in one sparse product per sweep
         return affine_rows(rewards, arrays.transition_matrix, values)
 
-    def evaluate(q: Tensor) -> Tensor:  # exact values of both planners' greedy policies
-        return evaluate_policy(arrays, arrays.layout.greedy_policy(q), reward=rewards)
-
     threshold = stopping_threshold(1.0, float(gamma.max()), PLANNER_TOLERANCE)
     initial = torch.zeros(2, S, dtype=torch.float64)
+    evaluate = greedy_evaluator(arrays, reward=rewards)  # exact values of both planners' greedy policies
     q_both, v_both = value_iteration(backup, arrays.layout, threshold, initial=initial, evaluate=evaluate)
     columns_sa, columns_state = [], []
     for q, v in zip(q_both, v_both, strict=True):

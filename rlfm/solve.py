@@ -303,11 +303,7 @@ def optimal_values(
     arrays = mdp_arrays(mdp, dtype)
     gamma = float(arrays.gamma.max()) if arrays.num_graphs else 0.5
     threshold = stopping_threshold(1.0, gamma, tol)
-
-    def evaluate(q: Tensor) -> Tensor:
-        return evaluate_policy(arrays, arrays.layout.greedy_policy(q))
-
-    q, v = value_iteration(arrays.bellman_backup, arrays.layout, threshold, evaluate=evaluate)
+    q, v = value_iteration(arrays.bellman_backup, arrays.layout, threshold, evaluate=greedy_evaluator(arrays))
     return q[0], v[0]
 
 
@@ -333,6 +329,12 @@ def evaluate_policy(
     values = np.atleast_1d(scipy.sparse.linalg.spsolve(system, r_pi.reshape(-1).numpy()))
     values = torch.from_numpy(values).reshape(U, S).to(arrays.reward.device)
     return values.reshape(S) if policy.dim() == 1 else values
+
+
+def greedy_evaluator(arrays: MDPArrays, reward: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """The ``evaluate`` of :func:`value_iteration` for ``arrays``: Q (R, SA) to the exact values (R, S) of
+    its greedy policies, with ``reward`` (R, SA) in place of the MDP's (one row per planner)."""
+    return lambda q: evaluate_policy(arrays, arrays.layout.greedy_policy(q), reward=reward)
 
 
 def uniform_policy(mdp: TabularMDP | HeteroData | MDPArrays) -> Tensor:

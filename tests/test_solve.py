@@ -10,6 +10,7 @@ from rlfm.solve import (
     NotConvergedError,
     affine_rows,
     evaluate_policy,
+    greedy_evaluator,
     mdp_arrays,
     normalized_value,
     optimal_values,
@@ -174,7 +175,7 @@ def test_policy_evaluation_jumps_reach_the_same_values_in_fewer_sweeps(seed):
         return backup
 
     q_plain, v_plain = value_iteration(counted("plain"), arrays.layout, threshold)
-    evaluate = lambda q: evaluate_policy(arrays, arrays.layout.greedy_policy(q))  # noqa: E731
+    evaluate = greedy_evaluator(arrays)
     q_jump, v_jump = value_iteration(counted("jumps"), arrays.layout, threshold, evaluate=evaluate)
     torch.testing.assert_close(v_jump, v_plain, atol=1e-8, rtol=0)
     torch.testing.assert_close(q_jump, q_plain, atol=1e-8, rtol=0)
