@@ -59,11 +59,7 @@ class PolicyNetwork(nn.Module):
         acting_temperature: float = 1.0,
     ) -> None:
         super().__init__()
-        if not (math.isfinite(acting_temperature) and acting_temperature > 0):
-            raise ValueError(
-                f"acting_temperature must be a positive finite number, got {acting_temperature!r}"
-            )
-        self.acting_temperature = float(acting_temperature)
+        self.acting_temperature = checked_acting_temperature(acting_temperature)
         self.width = width
         self.heads = heads
         self.num_layers = num_layers
@@ -193,6 +189,13 @@ class PolicyNetwork(nn.Module):
 
     def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
         return self.head(torch.cat([h_sa, h_state[sa_state]], dim=-1)).squeeze(-1)
+
+
+def checked_acting_temperature(value: object) -> float:
+    """``value`` as a float if it is a positive finite number (not a bool), else ``ValueError``."""
+    if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+        raise ValueError(f"acting_temperature must be a positive finite number, got {value!r}")
+    return float(value)
 
 
 def group_softmax(logits: Tensor, data: HeteroData) -> Tensor:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import pickle
 import re
@@ -28,7 +27,7 @@ import torch
 from rlfm.counts import Counts
 from rlfm.graph import observation_graph
 from rlfm.mdp import check_gamma
-from rlfm.network import PolicyNetwork, group_softmax
+from rlfm.network import PolicyNetwork, checked_acting_temperature, group_softmax
 
 PACKAGED = {
     name: Path(__file__).parent / "checkpoints" / f"rlfm-{name}.pt" for name in ("default", "planner")
@@ -141,11 +140,10 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         raise ValueError(
             f"{path}: the network's dropout must be a number in [0, 1), got {config['dropout']!r}"
         )
-    temperature = config.get("acting_temperature", 1.0)
-    if isinstance(temperature, bool) or not (
-        isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
-    ):
-        raise ValueError(f"{path}: acting_temperature must be a positive finite number, got {temperature!r}")
+    try:
+        checked_acting_temperature(config.get("acting_temperature", 1.0))
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(config["planner_inputs"], bool):
         raise ValueError(f"{path}: planner_inputs must be true or false, got {config['planner_inputs']!r}")
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
@@ -164,15 +162,13 @@ def export(
     network = load_network(checkpoint)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
-    if not (math.isfinite(acting_temperature) and acting_temperature > 0):
-        raise ValueError(f"acting_temperature must be a positive finite number, got {acting_temperature!r}")
     config = {
         "width": network.width,
         "heads": network.heads,
         "num_layers": network.num_layers,
         "dropout": network.block.update_state[2].p,
         "planner_inputs": network.planner_inputs,
-        "acting_temperature": float(acting_temperature),
+        "acting_temperature": checked_acting_temperature(acting_temperature),
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)
