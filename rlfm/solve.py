@@ -308,11 +308,24 @@ def optimal_values(
 
 
 def evaluate_policy(
-    mdp: TabularMDP | HeteroData | MDPArrays, policy: Tensor, reward: Tensor | None = None
+    mdp: TabularMDP | HeteroData | MDPArrays,
+    policy: Tensor,
+    reward: Tensor | None = None,
+    spread: Tensor | None = None,
 ) -> Tensor:
-    """V^π by one exact sparse solve of (I - γ P_π) V = r_π: ``policy`` (SA,) gives (S,), (U, SA) gives (U, S).
+    r"""V^π by one exact sparse solve of (I - γ P_π) V = r_π: ``policy`` (SA,) gives (S,), (U, SA) gives (U, S).
 
-    ``reward`` (U, SA) replaces the MDP's rewards, one row per policy (e.g. a planner's optimistic rewards)."""
+    ``reward`` (U, SA) replaces the MDP's rewards, one row per policy (e.g. a planner's optimistic rewards).
+    ``spread`` (SA,) or (U, SA) adds to each pair's successors (whose probabilities then sum to 1 - spread)
+    a uniform draw over the states of its own MDP, as a posterior's prior mass (PSRL): with
+    :math:`u = \gamma\, \mathrm{spread}_\pi` and the sparse rest A = I - γ P_π, Sherman–Morrison per MDP
+    of n states gives
+
+    .. math::
+        V = x + y\, \frac{\bar x}{1 - \bar y}, \qquad A x = r_\pi, \quad A y = u,
+
+    :math:`\bar x, \bar y` the means over the MDP's states: one factorisation, two right-hand sides, nothing
+    dense."""
     arrays = mdp_arrays(mdp)
     S, SA = arrays.num_states, arrays.reward.numel()
     pi = policy.detach().to("cpu", torch.float64).reshape(-1, SA)
@@ -326,8 +339,24 @@ def evaluate_policy(
     cols = (shift + edge_next).reshape(-1).numpy()
     transition = scipy.sparse.csc_matrix((weight.reshape(-1).numpy(), (rows, cols)), shape=(U * S, U * S))
     system = scipy.sparse.identity(U * S, format="csc") - transition
-    values = np.atleast_1d(scipy.sparse.linalg.spsolve(system, r_pi.reshape(-1).numpy()))
-    values = torch.from_numpy(values).reshape(U, S).to(arrays.reward.device)
+    if spread is None:
+        values = torch.from_numpy(
+            np.atleast_1d(scipy.sparse.linalg.spsolve(system, r_pi.reshape(-1).numpy()))
+        )
+    else:
+        gamma = arrays.gamma.cpu()[arrays.sa_graph.cpu()]  # (SA,)
+        u = torch.zeros(U, S, dtype=torch.float64).index_add_(1, sa_state, pi * gamma * spread.cpu())
+        right = torch.stack([r_pi.reshape(-1), u.reshape(-1)], dim=1).numpy()
+        x, y = torch.from_numpy(scipy.sparse.linalg.splu(system).solve(right)).reshape(U, S, 2).unbind(-1)
+        state_graph = arrays.state_graph.cpu()
+        size = torch.bincount(state_graph, minlength=arrays.num_graphs).double()  # (B,)
+
+        def graph_mean(z: Tensor) -> Tensor:  # (U, S) -> (U, S), each state's MDP's mean of z
+            total = torch.zeros(U, arrays.num_graphs, dtype=torch.float64).index_add_(1, state_graph, z)
+            return (total / size)[:, state_graph]
+
+        values = x + y * graph_mean(x) / (1.0 - graph_mean(y))
+    values = values.reshape(U, S).to(arrays.reward.device)
     return values.reshape(S) if policy.dim() == 1 else values
 
 

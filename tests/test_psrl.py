@@ -15,12 +15,13 @@ from rlfm.agents.posterior import (
     reward_posterior,
     sample_rewards,
     sample_transitions,
+    union_arrays,
 )
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.online import OnlineConfig, run_online
 from rlfm.mdp import TabularMDP
-from rlfm.solve import ActionLayout
+from rlfm.solve import ActionLayout, evaluate_policy
 
 SAMPLES = 20_000
 S = 5
@@ -181,6 +182,29 @@ def test_the_agent_plans_on_the_sampled_mdp():
         q = reward + mdp.gamma * (P @ values[:, :, None]).squeeze(2)
         values = agent.layout.state_max(q).masked_fill(model.terminal, 0.0)
     assert torch.allclose(q_sample, q, atol=1e-4)
+
+
+def test_the_sampled_models_evaluate_policies_exactly():
+    """The sparse union of the sampled models (edges, jump, uniform spread) evaluates a policy as the dense
+    draw does: the exact values that the value iteration's policy-evaluation jumps use."""
+    mdp = get_benchmark("gridworld_3x3")
+    counts = Counts.empty_like(mdp).update([0, 0, 1, 3, 3], [3, 3, 1, 3, 0], -1.0, [1, 1, 4, 4, 0])
+    runs, gamma = 3, 0.99
+    generator = torch.Generator().manual_seed(5)
+    model = model_of(counts, runs)
+    law = sample_transitions(model, torch.tensor([[0.01], [0.1], [1.0]]), generator)
+    reward = torch.randn(runs, model.layout.num_pairs, generator=generator, dtype=torch.float64)
+    union = union_arrays(model, model.matrix(law.edges), law.jump, law.target, reward, gamma)
+    policy = model.layout.uniform(runs)
+    values = evaluate_policy(union, policy.reshape(-1), spread=law.spread.reshape(-1)).reshape(runs, -1)
+    P = densify(model, law)  # (R, SA, S)
+    for run in range(runs):
+        P_pi = torch.zeros(mdp.num_states, mdp.num_states, dtype=torch.float64).index_add_(
+            0, model.layout.sa_state, policy[run, :, None] * P[run]
+        )
+        r_pi = model.layout.policy_mean(reward[run : run + 1], policy[run])[0]
+        exact = torch.linalg.solve(torch.eye(mdp.num_states, dtype=torch.float64) - gamma * P_pi, r_pi)
+        torch.testing.assert_close(values[run], exact)
 
 
 def test_psrl_runs_online_reproducibly_on_a_tiny_mdp():

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 from torch_geometric.data import Batch
@@ -123,6 +125,29 @@ def test_policy_evaluation_of_many_policies_on_a_union_of_mdps(generator):
         torch.testing.assert_close(together[u], evaluate_policy(batch, policies[u]))
         alone = [evaluate_policy(m, p) for m, p in zip(mdps, policies[u].split([12, 21]), strict=True)]
         torch.testing.assert_close(together[u], torch.cat(alone))
+
+
+def test_policy_evaluation_with_a_uniform_spread_equals_the_dense_solve(generator):
+    """Sparse successors plus a per-pair mass spread uniformly over the pair's own MDP (Sherman–Morrison)
+    give the values of the dense MDP that mixes both."""
+    sizes, gammas = (4, 7), (0.5, 0.95)
+    dense = [random_dense_mdp(generator, S, 3) for S in sizes]
+    spreads = [torch.rand(S * 3, generator=generator, dtype=torch.float64) / 2 for S in sizes]
+    mixed = [
+        TabularMDP.from_dense((1 - w.view(S, 3, 1)) * P + w.view(S, 3, 1) / S, R, gamma=g)
+        for (P, R), w, S, g in zip(dense, spreads, sizes, gammas, strict=True)
+    ]
+    sparse = Batch.from_data_list(
+        [mdp_graph(TabularMDP.from_dense(P, R, gamma=g)) for (P, R), g in zip(dense, gammas, strict=True)]
+    )
+    arrays = mdp_arrays(sparse)
+    spread = torch.cat(spreads)
+    arrays = replace(arrays, prob=arrays.prob * (1 - spread[arrays.edge_sa]))
+    policies = torch.rand(3, arrays.reward.numel(), generator=generator, dtype=torch.float64)
+    policies /= arrays.layout.policy_mean(policies, 1.0)[:, arrays.layout.sa_state]
+    truth = evaluate_policy(Batch.from_data_list([mdp_graph(m) for m in mixed]), policies)
+    torch.testing.assert_close(evaluate_policy(arrays, policies, spread=spread), truth)
+    torch.testing.assert_close(evaluate_policy(arrays, policies[0], spread=spread), truth[0])
 
 
 def test_value_iteration_says_when_it_does_not_converge():

@@ -67,7 +67,7 @@ from torch import Generator, Tensor
 from rlfm.agents.model_based import ModelBasedAgent
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.prior.distributions import log_gamma_variate
-from rlfm.solve import expectation, value_iteration
+from rlfm.solve import MDPArrays, evaluate_policy, expectation, value_iteration
 
 
 class Transitions(NamedTuple):
@@ -174,7 +174,38 @@ class PSRL(ModelBasedAgent):
         vmax = self.value_bound(model)
         threshold = self.threshold(torch.cat([vmax, vmax]))
         terminal = torch.cat([model.terminal, model.terminal])
+        union = union_arrays(model, P, jump, target, reward, gamma)
+        acting = ~terminal[:, self.layout.sa_state]  # (2R, SA) pairs of states not held at 0
+
+        def evaluate(q: Tensor) -> Tensor:  # the exact values of q's greedy policies in the 2R models
+            policy = self.layout.greedy_policy(q) * acting
+            return evaluate_policy(union, policy.reshape(-1), spread=spread.reshape(-1)).reshape(2 * R, -1)
+
         q, self.values = value_iteration(
-            backup, self.layout, threshold, terminal=terminal, initial=self.values
+            backup, self.layout, threshold, terminal=terminal, initial=self.values, evaluate=evaluate
         )
         return q[:R], q[R:]
+
+
+def union_arrays(
+    model: EmpiricalModel, matrix: Tensor, jump: Tensor, target: Tensor, reward: Tensor, gamma: float
+) -> MDPArrays:
+    """The 2R models of :meth:`PSRL.solve` as one disjoint union for :func:`~rlfm.solve.evaluate_policy`:
+    the observed edges' weights ``matrix`` (2R·SA, 2R·S, sparse CSR) and one edge of weight ``jump`` (2R, SA)
+    from each pair to its ``target`` (2R, SA); the uniform spread is passed to the evaluation separately."""
+    copies, (S, SA) = jump.shape[0], (model.layout.num_states, model.layout.num_pairs)
+    union = matrix.to_sparse_coo().coalesce()
+    edge_sa, edge_next = union.indices()
+    run = torch.arange(copies)
+    pairs = torch.arange(copies * SA)
+    return MDPArrays(
+        sa_state=(run[:, None] * S + model.layout.sa_state).reshape(-1),
+        edge_sa=torch.cat([edge_sa, pairs]),
+        edge_next=torch.cat([edge_next, (target + run[:, None] * S).reshape(-1)]),
+        prob=torch.cat([union.values(), jump.reshape(-1)]),
+        reward=reward.reshape(-1),
+        gamma=torch.full((copies,), gamma, dtype=torch.float64),
+        state_graph=run.repeat_interleave(S),
+        sa_graph=run.repeat_interleave(SA),
+        num_states=copies * S,
+    )
