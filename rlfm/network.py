@@ -15,6 +15,7 @@ An unvisited state reads its actions (max and mean) and is read by any pair obse
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -32,6 +33,15 @@ from rlfm.graph import (
     STATE_FEATURES,
 )
 from rlfm.nn.block import PropagationBlock, mlp
+
+
+class Settled(NamedTuple):
+    """What :meth:`PolicyNetwork.settle_from` returns: logits (SA,), sweeps per MDP (B,) and the final
+    embeddings (h_state (S, d), h_sa (SA, d))."""
+
+    logits: Tensor
+    sweeps: Tensor
+    embeddings: tuple[Tensor, Tensor]
 
 
 class PolicyNetwork(nn.Module):
@@ -128,13 +138,33 @@ class PolicyNetwork(nn.Module):
         MDP gets the same policy alone as in any batch. Returns the logits (SA,) and the sweeps each MDP
         used (B,). Call it in eval mode: dropout noise would keep the policy moving. Raises
         ``FloatingPointError`` as soon as a policy becomes non-finite (e.g. from non-finite inputs)."""
+        settled = self.settle_from(data, None, min_layers, max_layers, tol)
+        return settled.logits, settled.sweeps
+
+    @torch.no_grad()
+    def settle_from(
+        self,
+        data: HeteroData,
+        initial: tuple[Tensor, Tensor] | None,
+        min_layers: int | None = None,
+        max_layers: int = 512,
+        tol: float = 1e-2,
+    ) -> Settled:
+        """:meth:`settle` from the embeddings ``initial`` (h_state (S, d), h_sa (SA, d)) instead of the
+        encoded inputs, returning the final embeddings too: an online agent whose graphs keep their nodes
+        from one plan to the next starts each plan where the last one settled (a warm start)."""
         if max_layers < 1:
             raise ValueError(f"max_layers must be at least 1, got {max_layers}")
         min_layers = self.num_layers if min_layers is None else min_layers
         inputs = self._inputs(data)
         sa_state, state_graph, B = inputs["sa_state"], inputs["state_graph"], inputs["num_graphs"]
         sa_graph = state_graph[sa_state]
-        h_state, h_sa = inputs["x_state"], inputs["x_sa"]
+        h_state, h_sa = (inputs["x_state"], inputs["x_sa"]) if initial is None else initial
+        if h_state.shape != inputs["x_state"].shape or h_sa.shape != inputs["x_sa"].shape:
+            raise ValueError(
+                f"initial embeddings of shapes {tuple(h_state.shape)}, {tuple(h_sa.shape)} do not fit this "
+                f"graph's {tuple(inputs['x_state'].shape)}, {tuple(inputs['x_sa'].shape)}"
+            )
         done = torch.zeros(B, dtype=torch.bool, device=h_state.device)
         sweeps = torch.full((B,), max_layers, dtype=torch.long, device=h_state.device)
         previous = None
@@ -155,7 +185,7 @@ class PolicyNetwork(nn.Module):
                 if bool(done.all()):
                     break
             previous = log_policy
-        return self._logits(h_state, h_sa, sa_state), sweeps
+        return Settled(self._logits(h_state, h_sa, sa_state), sweeps, (h_state, h_sa))
 
     def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""

@@ -60,6 +60,37 @@ def test_adaptive_depth_is_used_by_default():
     assert 3 <= agent.layers_used[0] <= 7
 
 
+def test_a_warm_started_agent_continues_from_its_last_plan():
+    """With ``warm_start`` the first plan settles from the inputs, the next ones from where the last one
+    settled: planning again on the same counts keeps the policy and needs fewer sweeps."""
+    mdp = gridworld(3)
+    counts = [Counts.empty_like(mdp).update([0, 1, 4], [1, 1, 3], -1.0, [1, 2, 3]) for _ in range(2)]
+    network = load_network("default")
+    cold, warm = (BatchedInContextAgent(network=network, warm_start=w) for w in (False, True))
+    for agent in (cold, warm):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(0))
+        agent.plan(counts)
+    torch.testing.assert_close(warm.logits, cold.logits, atol=0, rtol=0)  # the first plan is a cold one
+    first = warm.logits
+    warm.plan(counts)
+    assert warm.layers_used[1] < warm.layers_used[0], warm.layers_used
+    assert torch.equal(warm.greedy_policy(), cold.greedy_policy())
+    assert (
+        float(
+            (
+                torch.softmax(warm.layout.padded(warm.logits), -1)
+                - torch.softmax(warm.layout.padded(first), -1)
+            )
+            .abs()
+            .max()
+        )
+        < 0.05
+    )
+    assert warm.hyperparameters()["warm_start"] and "warm_start" not in cold.hyperparameters()
+    warm.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(0))
+    assert warm.embeddings is None  # a new protocol run starts cold
+
+
 def test_packaged_network_loads_by_name():
     assert PACKAGED_CHECKPOINT.exists(), "the pretrained network must ship inside the package"
     agent = make_agent("rlfm")

@@ -9,7 +9,7 @@ from rlfm.counts import Counts
 from rlfm.dense import DensePolicyNetwork, to_dense
 from rlfm.examples import ExampleSampler
 from rlfm.graph import FROM, OF, STATE, STATE_ACTION, observation_graph
-from rlfm.network import PolicyNetwork, group_softmax
+from rlfm.network import PolicyNetwork, group_softmax, log_group_softmax
 from rlfm.prior import Prior, ReferencePrior
 from rlfm.solve import optimal_values
 
@@ -248,6 +248,27 @@ def test_settle_stops_per_mdp_so_an_mdp_gets_the_same_policy_alone_and_in_a_batc
         assert used_alone.tolist() == [int(used[b])]
         torch.testing.assert_close(logits[sa_graph == b], alone, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(alone, net(graph, num_layers=int(used[b])), atol=1e-5, rtol=1e-5)
+
+
+def test_settle_from_its_own_fixed_point_stops_at_once(generator):
+    """A warm start from where a settle ended keeps the policy and needs only the two sweeps of one check."""
+    data = mixed_batch(generator)
+    net = network().eval()
+    cold = net.settle_from(data, None, min_layers=2, max_layers=200, tol=1e-4)
+    logits, used = net.settle(data, min_layers=2, max_layers=200, tol=1e-4)
+    torch.testing.assert_close(cold.logits, logits, atol=0, rtol=0)
+    assert torch.equal(cold.sweeps, used) and bool((used > 2).all())
+    warm = net.settle_from(data, cold.embeddings, min_layers=1, max_layers=200, tol=1e-2)
+    assert warm.sweeps.tolist() == [2] * data.num_graphs
+    sa_state, S = data["state_action", "of", "state"].edge_index[1], data["state"].num_nodes
+    torch.testing.assert_close(  # the policy stays where it settled, within the warm settle's tolerance
+        log_group_softmax(warm.logits, sa_state, S),
+        log_group_softmax(cold.logits, sa_state, S),
+        atol=1e-2,
+        rtol=0,
+    )
+    with pytest.raises(ValueError, match="do not fit"):
+        net.settle_from(data, (cold.embeddings[0][:-1], cold.embeddings[1]))
 
 
 def test_settle_raises_on_non_finite_policies(generator):

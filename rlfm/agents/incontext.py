@@ -43,6 +43,8 @@ class BatchedInContextAgent(Agent):
             (:meth:`~rlfm.network.PolicyNetwork.infer`: its depth K with planner inputs, else unrolling
             until the policy settles).
         max_layers: the cap of that unrolling.
+        warm_start: a network that unrolls until its policy settles starts each plan from the embeddings
+            where the previous plan settled (at least 2 sweeps) instead of from the encoded inputs.
         device: where the network runs (default: CPU).
     """
 
@@ -56,6 +58,7 @@ class BatchedInContextAgent(Agent):
         temperature: float | None = None,
         num_layers: int | None = None,
         max_layers: int = 256,
+        warm_start: bool = False,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -66,6 +69,7 @@ class BatchedInContextAgent(Agent):
         self.temperature = self.network.acting_temperature if temperature is None else temperature
         self.num_layers = num_layers
         self.max_layers = max_layers
+        self.warm_start = warm_start
         self.layers_used: list[int] = []
 
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
@@ -73,13 +77,18 @@ class BatchedInContextAgent(Agent):
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
         self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)  # no data: uniform
         self.layers_used = []
+        self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
 
     @torch.no_grad()
     def plan(self, counts: list[Counts]) -> None:
         batch = Batch.from_data_list(
             observation_graphs(counts, [self.gamma] * len(counts), planner=self.network.planner_inputs)
         ).to(self.device)
-        if self.num_layers is None:
+        if self.num_layers is None and self.warm_start and not self.network.planner_inputs:
+            min_layers = None if self.embeddings is None else 1
+            settled = self.network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
+            logits, layers, self.embeddings = settled.logits, int(settled.sweeps.max()), settled.embeddings
+        elif self.num_layers is None:
             logits, sweeps = self.network.infer(batch, max_layers=self.max_layers)
             layers = int(sweeps.max())
         else:
@@ -104,4 +113,5 @@ class BatchedInContextAgent(Agent):
             "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
             "temperature": self.temperature,
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
+            **({"warm_start": True} if self.warm_start else {}),
         }
