@@ -54,7 +54,8 @@ policy is optimal for the posterior-mean MDP,
     \bar P(s' \mid s, a) = \frac{N(s, a, s') + \alpha_0}{n + \alpha_0 S}, \qquad
     \bar r(s, a) = \mu_n \hat r_{\max} = \frac{\sum r}{\kappa_0 + n}.
 
-Both are solved in one value iteration (2R union runs).
+Both are solved in one value iteration (2R union runs) that jumps to the exact values of its greedy policies
+(:func:`union_arrays`, the uniform spread kept exact by :func:`rlfm.solve.evaluate_policy`).
 """
 
 from __future__ import annotations
