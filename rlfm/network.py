@@ -160,7 +160,9 @@ class PolicyNetwork(nn.Module):
         sa_state, state_graph, B = inputs["sa_state"], inputs["state_graph"], inputs["num_graphs"]
         sa_graph = state_graph[sa_state]
         h_state, h_sa = (inputs["x_state"], inputs["x_sa"]) if initial is None else initial
-        if h_state.shape != inputs["x_state"].shape or h_sa.shape != inputs["x_sa"].shape:
+        if initial is not None and (
+            h_state.shape != inputs["x_state"].shape or h_sa.shape != inputs["x_sa"].shape
+        ):
             raise ValueError(
                 f"initial embeddings of shapes {tuple(h_state.shape)}, {tuple(h_sa.shape)} do not fit this "
                 f"graph's {tuple(inputs['x_state'].shape)}, {tuple(inputs['x_sa'].shape)}"
