@@ -43,12 +43,15 @@ import torch
 from torch import Generator, Tensor
 from torch_geometric.data import HeteroData
 
-from rlfm.graph import OF, STATE, STATE_ACTION, TO, mdp_graph
+from rlfm.graph import OF, STATE, STATE_ACTION, TO, mdp_graph, scatter_reduce
 from rlfm.mdp import TabularMDP, action_ptr, offsets, state_of_pairs
 
 MAX_ITERATIONS = 100_000
 EVALUATE_EVERY = 32  # sweeps between the exact policy-evaluation jumps of value_iteration(evaluate=...)
 GAP_FLOOR = 1e-12  # the smallest normaliser V* - V^unif, relative to the size of the values
+VALUE_RESOLUTION = (
+    1e-7  # V* - V^unif below this × max|r| / (1 - γ) is rounding: every policy is worth the same
+)
 
 
 class ActionLayout:
@@ -390,18 +393,25 @@ def normalizer(optimal: Tensor, uniform: Tensor) -> Tensor:
 
 
 def normalize(value: Tensor, optimal: Tensor, uniform: Tensor) -> Tensor:
-    """(V^π - V^unif) / (V* - V^unif), broadcast over the arguments (the normaliser floored, :func:`normalizer`)."""
-    return (value - uniform) / normalizer(optimal, uniform)
+    """(V^π - V^unif) / (V* - V^unif), broadcast over the arguments (the normaliser floored, :func:`normalizer`);
+    0 where V* - V^unif is at that floor (an MDP where every policy is worth the same)."""
+    gap, norm = optimal - uniform, normalizer(optimal, uniform)
+    return torch.where(gap >= norm, (value - uniform) / norm, torch.zeros_like(value - uniform))
 
 
 def optimal_and_uniform_start_values(mdp: TabularMDP | HeteroData) -> tuple[Tensor, Tensor]:
-    """(B,) V*(μ) and V^unif(μ) of each MDP; V* to 1e-8 relative to the rewards where they are small."""
+    """(B,) V*(μ) and V^unif(μ) of each MDP; V* to 1e-8 relative to the rewards where they are small.
+
+    Where V* - V^unif is below ``VALUE_RESOLUTION`` × max|r| / (1 - γ) of its MDP (rounding, e.g. V* = 0 and
+    V^unif = -1e-17 when no reward is reachable), V^unif is set to V*: scores there are 0, not ±10^9."""
     graph = as_graph(mdp)
     arrays = mdp_arrays(graph)
     scale = min(1.0, float(arrays.reward.abs().max())) if arrays.reward.numel() else 1.0
     optimal = start_values(graph, optimal_values(arrays, tol=1e-8 * (scale or 1.0))[1])
     uniform = start_values(graph, evaluate_policy(arrays, uniform_policy(arrays)))
-    return optimal, uniform
+    largest = scatter_reduce(arrays.reward.abs(), arrays.sa_graph, arrays.num_graphs, "amax")
+    resolution = VALUE_RESOLUTION * largest / (1.0 - arrays.gamma)
+    return optimal, torch.where(optimal - uniform < resolution, optimal, uniform)
 
 
 def normalized_value(

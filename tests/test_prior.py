@@ -69,3 +69,24 @@ def test_structured_families_have_their_defining_features():
     assert float(start_values(sea, v)) > 0  # the treasure is worth the cost of reaching it
     bandit = Prior(weights={"bandit": 1.0}).sample(g)
     assert bandit.num_states == 1 and bandit.reward_noise >= 0
+
+
+def test_hub_doors_open_rarely_and_the_rarest_can_hide_the_best_room():
+    prior = Prior(weights={"hub": 1.0})
+    rare_and_best = 0
+    for seed in range(40):
+        mdp = prior.sample(torch.Generator().manual_seed(seed))
+        A = mdp.max_actions
+        assert mdp.num_states == A + 1 and int(mdp.start.argmax()) == 0
+        door = mdp.transition_next[mdp.transition_sa < A]  # the hub's transitions
+        assert set(door.tolist()) <= set(range(A + 1))
+        success = torch.zeros(A, dtype=torch.float64).index_add_(
+            0,
+            mdp.transition_sa[(mdp.transition_sa < A) & (mdp.transition_next > 0)],
+            mdp.transition_prob[(mdp.transition_sa < A) & (mdp.transition_next > 0)],
+        )
+        room_reward = mdp.reward[A:].view(A, A).max(dim=1).values  # (room,) what staying pays
+        assert float(room_reward.max()) == pytest.approx(1.0) and (room_reward > 0).all()
+        assert (mdp.reward[:A] == 0).all()  # trying a door pays nothing
+        rare_and_best += int(success.argmin() == room_reward.argmax())
+    assert rare_and_best >= 15  # half of the hubs put the largest reward behind the rarest door

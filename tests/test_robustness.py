@@ -35,7 +35,7 @@ from rlfm.mdp import TabularMDP
 from rlfm.network import PolicyNetwork
 from rlfm.nn import EdgeBiasedAttention
 from rlfm.pretrained import FORMAT, PACKAGED_CHECKPOINT, load_network, predict_policy
-from rlfm.solve import normalized_value
+from rlfm.solve import normalized_value, optimal_and_uniform_start_values
 
 ROOT = Path(__file__).parent.parent
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -356,6 +356,25 @@ def test_normalised_values_do_not_depend_on_the_reward_scale():
         torch.testing.assert_close(Scorer(scaled).normalized(policy[None]), expected)
     flat = TabularMDP.from_dense(P, R * 0, gamma=mdp.gamma, start=mdp.start, terminal=mdp.terminal)
     assert float(normalized_value(flat, policy)) == 0.0  # every policy is worth the same: 0, not NaN
+
+
+def test_value_gaps_below_the_resolution_of_the_rewards_score_zero_not_huge():
+    # state 1 (reward -1 forever) is entered w.p. 1e-13 per step of action 1: every policy of the start state
+    # is worth 0 up to 1e-12 of the value scale max|r| / (1 - γ) = 10, so every score is 0 (it was ±10^k)
+    mdp = TabularMDP.from_transitions(
+        [2, 2],
+        [0, 1, 1, 2, 3],
+        [0, 1, 0, 1, 1],
+        [1.0, 1e-13, 1 - 1e-13, 1.0, 1.0],
+        [0.0, 0.0, -1.0, -1.0],
+        gamma=0.9,
+        start=0,
+    )
+    optimal, uniform = optimal_and_uniform_start_values(mdp)
+    assert float(optimal) == float(uniform) == 0.0
+    always_try = torch.tensor([0.0, 1.0, 0.5, 0.5], dtype=torch.float64)
+    assert float(normalized_value(mdp, always_try)) == 0.0
+    assert float(Scorer(mdp).normalized(always_try[None])) == 0.0
 
 
 # --------------------------------------------------------------------------------------------- the CLI

@@ -3,8 +3,8 @@
 Everything that selects something for rlfm (the ``best-{step}`` checkpoint, the target temperature, the
 acting temperature, prior weights) is judged on these and on fresh draws from the training prior, never on
 the ``reference`` or ``standard`` suites of ``rlfm benchmark``, which are for reporting only. They are of
-the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs) but of other sizes,
-layouts and parameters; :func:`check_disjoint` asserts that no validation MDP equals a reported one.
+the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs, a hub with rare-success doors) but of other sizes,
+layouts and parameters; the tests assert that no validation MDP equals a reported one.
 
 ``rlfm benchmark --suite validation`` runs the protocols on them (for tuning the agent's settings).
 """
@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from rlfm.benchmarks.classic import garnet, nchain, walled_gridworld
+from rlfm.benchmarks.classic import garnet, hub_and_rooms, nchain, walled_gridworld
 from rlfm.benchmarks.reference import frozenlake_style, gridworld
 from rlfm.mdp import TabularMDP
 
@@ -50,6 +50,15 @@ VALIDATION: dict[str, Callable[[], TabularMDP]] = {
     "val_rooms_7x7": partial(walled_gridworld, ROOMS_7X7, gamma=0.97, name="val_rooms_7x7"),
     "val_garnet_30_3": lambda: _renamed(garnet(30, 3, 3, seed=7, gamma=0.9), "val_garnet_30_3"),
     "val_open_grid_24x24": partial(open_grid, 24, gamma=0.99, name="val_open_grid_24x24"),
+    # four rooms behind doors that open w.p. 1, 0.2, 0.05, 0.02; the rarest hides the best (optimal: door 4)
+    "val_hub_4": partial(
+        hub_and_rooms,
+        (1.0, 0.2, 0.05, 0.02),
+        ((0, 2), (1, 3), (0,), (3,)),
+        (10.0, 40.0, 200.0, 900.0),
+        0.95,
+        "val_hub_4",
+    ),
 }
 """Builders by name; each call builds a fresh MDP."""
 

@@ -17,9 +17,10 @@ from rlfm.prior.chains import ChainPrior
 from rlfm.prior.deepsea import DeepSeaPrior
 from rlfm.prior.distributions import choice, log_uniform
 from rlfm.prior.gridworld import GridWorldPrior
+from rlfm.prior.hubs import HubPrior
 from rlfm.prior.reference import ReferencePrior
 
-FAMILIES = ("reference", "gridworld", "chain", "deepsea", "bandit")
+FAMILIES = ("reference", "gridworld", "chain", "deepsea", "bandit", "hub")
 
 
 @dataclass
@@ -29,7 +30,7 @@ class Prior:
     Args:
         weights: mixture weight of each family (names in ``FAMILIES``; zero or absent: never drawn).
         horizon: range of the effective horizon 1 / (1 - γ), drawn log-uniformly (γ = 0.95 is 20).
-        reference, gridworld, chain, deepsea, bandit: each family's own settings.
+        reference, gridworld, chain, deepsea, bandit, hub: each family's own settings.
     """
 
     weights: dict[str, float] = field(
@@ -47,6 +48,7 @@ class Prior:
     chain: ChainPrior = field(default_factory=ChainPrior)
     deepsea: DeepSeaPrior = field(default_factory=DeepSeaPrior)
     bandit: BanditPrior = field(default_factory=BanditPrior)
+    hub: HubPrior = field(default_factory=HubPrior)
 
     def __post_init__(self) -> None:
         unknown = set(self.weights) - set(FAMILIES)
@@ -77,6 +79,7 @@ __all__ = [
     "ChainPrior",
     "DeepSeaPrior",
     "GridWorldPrior",
+    "HubPrior",
     "Prior",
     "ReferencePrior",
     "reference_prior",
