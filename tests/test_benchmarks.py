@@ -5,7 +5,7 @@ import torch
 
 from datamodules import PriorDataModule
 from rlfm.benchmarks import BENCHMARKS, REPORTED_SUITES, SUITES, VALIDATION, get_benchmark, suite
-from rlfm.benchmarks.classic import SIXARMS_REWARD, walled_gridworld
+from rlfm.benchmarks.classic import SIXARMS_REWARD, cliff_grid, walled_gridworld
 from rlfm.benchmarks.validation import open_grid, same_mdp
 from rlfm.mdp import TabularMDP
 from rlfm.solve import ActionLayout, evaluate_policy, optimal_values, start_values, uniform_policy
@@ -104,6 +104,19 @@ def test_sixarms_best_room_is_the_hardest_to_enter():
     P, R, _ = mdp.to_dense()
     assert P[0, 5, 6] == pytest.approx(0.01) and R[6, 5] == SIXARMS_REWARD[-1]
     assert R[1, 4] == 0 and P[1, 4, 0] == 1  # the one action leaving room 1
+
+
+def test_cliff_grid_follows_cliffwalking_rules():
+    mdp = cliff_grid(3, 7, gamma=0.9)
+    P, R, _ = mdp.to_dense()
+    start = int(mdp.start.argmax())
+    assert mdp.num_states == 3 * 7 - 5 and mdp.terminal.sum() == 1
+    assert (
+        R[start, 3] == -100 and P[start, 3, start] == 1
+    )  # right from the start: into the cliff, back to start
+    _q, v = optimal_values(mdp)
+    safe_path = 1 + 6 + 1  # up, along the edge of the cliff, down into the goal
+    assert float(start_values(mdp, v)) == pytest.approx(-sum(0.9**k for k in range(safe_path)))
 
 
 def test_nchain_optimal_policy_goes_forward():

@@ -207,6 +207,29 @@ def walled_gridworld(
     return _from_lists(len(free), 4, rows, gamma, start, name, terminal=[goal])
 
 
+def cliff_grid(height: int, width: int, gamma: float = 0.99, name: str = "cliff") -> TabularMDP:
+    """CliffWalking's rules on a ``height`` × ``width`` grid: start in the bottom-left corner, goal (absorbing)
+    in the bottom-right, the cells between them a cliff. Every move costs 1; moving into the cliff costs 100
+    and returns to the start; moving off the grid stays put. States are the non-cliff cells, row by row."""
+    if height < 2 or width < 3:
+        raise ValueError(f"a cliff grid needs height >= 2 and width >= 3, got {height} x {width}")
+    cliff = {(height - 1, c) for c in range(1, width - 1)}
+    cells = [(r, c) for r in range(height) for c in range(width) if (r, c) not in cliff]
+    state = {cell: i for i, cell in enumerate(cells)}
+    start, goal = state[(height - 1, 0)], state[(height - 1, width - 1)]
+    rows: list[tuple[int, int, int, float, float]] = []
+    for (r, c), s in state.items():
+        for a, (dr, dc) in enumerate(MOVES):
+            target = (r + dr, c + dc)
+            if s == goal:
+                rows.append((s, a, s, 1.0, 0.0))
+            elif target in cliff:
+                rows.append((s, a, start, 1.0, -100.0))
+            else:
+                rows.append((s, a, state.get(target, s), 1.0, -1.0))
+    return _from_lists(len(cells), 4, rows, gamma, start, name, terminal=[goal])
+
+
 def walls_10x10() -> TabularMDP:
     """10 × 10 grid with walls (:data:`WALLS_10X10`, 77 states), the goal 18 steps away. γ = 0.99."""
     return walled_gridworld(WALLS_10X10, name="gridworld_walls_10x10")
