@@ -49,9 +49,8 @@ from rlfm.mdp import TabularMDP, action_ptr, offsets, state_of_pairs
 MAX_ITERATIONS = 100_000
 EVALUATE_EVERY = 32  # sweeps between the exact policy-evaluation jumps of value_iteration(evaluate=...)
 GAP_FLOOR = 1e-12  # the smallest normaliser V* - V^unif, relative to the size of the values
-VALUE_RESOLUTION = (
-    1e-7  # V* - V^unif below this × max|r| / (1 - γ) is rounding: every policy is worth the same
-)
+# V* - V^unif below VALUE_RESOLUTION × max|r| / (1 - γ) is rounding: every policy is worth the same
+VALUE_RESOLUTION = 1e-7
 
 
 class ActionLayout:
@@ -396,7 +395,7 @@ def normalize(value: Tensor, optimal: Tensor, uniform: Tensor) -> Tensor:
     """(V^π - V^unif) / (V* - V^unif), broadcast over the arguments (the normaliser floored, :func:`normalizer`);
     0 where V* - V^unif is at that floor (an MDP where every policy is worth the same)."""
     gap, norm = optimal - uniform, normalizer(optimal, uniform)
-    return torch.where(gap >= norm, (value - uniform) / norm, torch.zeros_like(value - uniform))
+    return torch.where(gap < norm, torch.zeros_like(value - uniform), (value - uniform) / norm)
 
 
 def optimal_and_uniform_start_values(mdp: TabularMDP | HeteroData) -> tuple[Tensor, Tensor]:

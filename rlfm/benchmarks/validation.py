@@ -3,8 +3,9 @@
 Everything that selects something for rlfm (the ``best-{step}`` checkpoint, the target temperature, the
 acting temperature, prior weights) is judged on these and on fresh draws from the training prior, never on
 the ``reference`` or ``standard`` suites of ``rlfm benchmark``, which are for reporting only. They are of
-the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs, a cliff, a hub with rare-success doors) but of other sizes,
-layouts and parameters; the tests assert that no validation MDP equals a reported one.
+the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs, a cliff, a hub with
+rare-success doors) but of other sizes, layouts and parameters; the tests assert that no validation MDP
+equals a reported one.
 
 ``rlfm benchmark --suite validation`` runs the protocols on them (for tuning the agent's settings).
 """
@@ -50,10 +51,10 @@ VALIDATION: dict[str, Callable[[], TabularMDP]] = {
     "val_rooms_7x7": partial(walled_gridworld, ROOMS_7X7, gamma=0.97, name="val_rooms_7x7"),
     "val_garnet_30_3": lambda: _renamed(garnet(30, 3, 3, seed=7, gamma=0.9), "val_garnet_30_3"),
     "val_open_grid_24x24": partial(open_grid, 24, gamma=0.99, name="val_open_grid_24x24"),
-    # four rooms behind doors that open w.p. 1, 0.2, 0.05, 0.02; the rarest hides the best (optimal: door 4)
     # CliffWalking's rules on a 4 × 16 grid (its own is 4 × 12): with little data, a greedy policy that is
     # optimistic about unvisited moves walks into the cliff
     "val_cliff_4x16": partial(cliff_grid, 4, 16, gamma=0.99, name="val_cliff_4x16"),
+    # four rooms behind doors that open w.p. 1, 0.2, 0.05, 0.02; the rarest hides the best (optimal: door 4)
     "val_hub_4": partial(
         hub_and_rooms,
         (1.0, 0.2, 0.05, 0.02),

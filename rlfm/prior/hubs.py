@@ -4,9 +4,9 @@ State 0 is a hub with A actions; action i tries the door of room i and gets thro
 p_i ~ LogUniform(min_success, 1), else stays in the hub (p_i = 1 for one door in half of the hubs, so a
 safe room exists). In room i a random non-empty subset of the actions stays there and pays R_i per step;
 every other action leads back to the hub and pays nothing. Room rewards span orders of magnitude,
-R_i ∝ LogUniform(1, max_ratio) with the largest 1, and in half of the hubs the rarest door hides the largest reward. An
-agent learns such an MDP only if it keeps trying the doors that almost never open and, once it has seen
-a large reward once, goes back for it.
+R_i ∝ LogUniform(1, max_ratio) scaled so that the largest is 1, and in half of the hubs the rarest door
+hides the largest reward. An agent learns such an MDP only if it keeps trying the doors that almost never
+open and, once it has seen a large reward, goes back for it.
 """
 
 from __future__ import annotations
