@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from rlfm.mdp import TabularMDP
+from rlfm.prior.hubs import hub_and_rooms
 
 
 def _from_lists(
@@ -74,28 +75,6 @@ def sixarms(gamma: float = 0.95) -> TabularMDP:
     Start: the hub. γ = 0.95 (the paper's). The best room is the least likely to be entered.
     """
     return hub_and_rooms(SIXARMS_SUCCESS, SIXARMS_STAY, SIXARMS_REWARD, gamma, "sixarms")
-
-
-def hub_and_rooms(
-    success: tuple[float, ...],
-    stay: tuple[tuple[int, ...], ...],
-    reward: tuple[float, ...],
-    gamma: float,
-    name: str,
-) -> TabularMDP:
-    """A hub (state 0, the start) and A = ``len(success)`` rooms, A actions everywhere: from the hub,
-    action i enters room i + 1 w.p. ``success[i]``, else stays; in room i + 1 the actions ``stay[i]`` stay
-    and pay ``reward[i]``, the others return to the hub and pay nothing."""
-    A = len(success)
-    rows: list[tuple[int, int, int, float, float]] = []
-    for i, p in enumerate(success):
-        rows.append((0, i, i + 1, p, 0.0))
-        if p < 1.0:
-            rows.append((0, i, 0, 1.0 - p, 0.0))
-    for i, (kept, paid) in enumerate(zip(stay, reward, strict=True)):
-        room = i + 1
-        rows += [(room, a, room, 1.0, paid) if a in kept else (room, a, 0, 1.0, 0.0) for a in range(A)]
-    return _from_lists(A + 1, A, rows, gamma, 0, name)
 
 
 def nchain(

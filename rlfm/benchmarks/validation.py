@@ -16,9 +16,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from rlfm.benchmarks.classic import cliff_grid, garnet, hub_and_rooms, nchain, walled_gridworld
+from rlfm.benchmarks.classic import cliff_grid, garnet, nchain, walled_gridworld
 from rlfm.benchmarks.reference import frozenlake_style, gridworld
 from rlfm.mdp import TabularMDP
+from rlfm.prior.hubs import hub_and_rooms
 
 ROOMS_7X7 = (
     "S..#...",

@@ -46,23 +46,39 @@ class HubPrior:
             reward[success.argsort()] = reward.sort(descending=True).values
         stays = torch.rand(A, A, generator=generator, dtype=torch.float64) < uniform(0.1, 0.5, generator)
         stays[torch.arange(A), torch.randint(A, (A,), generator=generator)] = True  # at least one per room
-        hub, door = torch.zeros(A, dtype=torch.long), torch.arange(A)
-        room = (door + 1)[:, None].expand(A, A)  # (room, action)
-        state = torch.cat([hub, hub, room.reshape(-1)])
-        action = torch.cat([door, door, door.repeat(A)])
-        next_state = torch.cat([door + 1, hub, torch.where(stays, room, 0).reshape(-1)])
-        prob = torch.cat([success, 1.0 - success, torch.ones(A * A, dtype=torch.float64)])
-        keep = prob > 0
-        sa = (state * A + action)[keep]
-        expected = torch.cat([torch.zeros(A, dtype=torch.float64), (stays * reward[:, None]).reshape(-1)])
-        return TabularMDP.from_transitions(
-            torch.full((A + 1,), A),
-            sa,
-            next_state[keep],
-            prob[keep],
-            expected,
-            gamma=gamma,
-            start=0,
-            name="hub",
-            check=False,
-        )
+        stay = tuple(tuple(torch.nonzero(row).flatten().tolist()) for row in stays)
+        return hub_and_rooms(tuple(success.tolist()), stay, tuple(reward.tolist()), gamma, "hub")
+
+
+def hub_and_rooms(
+    success: tuple[float, ...],
+    stay: tuple[tuple[int, ...], ...],
+    reward: tuple[float, ...],
+    gamma: float,
+    name: str,
+) -> TabularMDP:
+    """A hub (state 0, the start) and A = ``len(success)`` rooms, A actions everywhere: from the hub,
+    action i enters room i + 1 w.p. ``success[i]``, else stays; in room i + 1 the actions ``stay[i]`` stay
+    and pay ``reward[i]``, the others return to the hub and pay nothing."""
+    A = len(success)
+    rows = [(0, i, target, q, 0.0) for i, p in enumerate(success) for target, q in ((i + 1, p), (0, 1.0 - p))]
+    rows += [
+        (i + 1, a, i + 1, 1.0, r) if a in kept else (i + 1, a, 0, 1.0, 0.0)
+        for i, (kept, r) in enumerate(zip(stay, reward, strict=True))
+        for a in range(A)
+    ]
+    state, action, next_state, prob, paid = (
+        torch.tensor(column) for column in zip(*(r for r in rows if r[3] > 0), strict=True)
+    )
+    sa = state * A + action
+    expected = torch.zeros(A * (A + 1), dtype=torch.float64).index_add_(0, sa, prob.double() * paid.double())
+    return TabularMDP.from_transitions(
+        torch.full((A + 1,), A),
+        sa,
+        next_state,
+        prob.double(),
+        expected,
+        gamma=gamma,
+        start=0,
+        name=name,
+    )
