@@ -242,6 +242,36 @@ class TabularMDP:
         )
 
     @classmethod
+    def from_outcomes(
+        cls,
+        num_states: int,
+        num_actions: int,
+        rows: list[tuple[int, int, int, float, float]],
+        gamma: float = 0.95,
+        start: Tensor | int = 0,
+        name: str = "mdp",
+        terminal: list[int] | None = None,
+    ) -> TabularMDP:
+        """Build from outcome rows ``(s, a, s', p, r(s, a, s'))`` with ``num_actions`` actions in every state;
+        the reward becomes E[r | s, a]."""
+        s, a, nxt, p, r = (torch.tensor(column) for column in zip(*rows, strict=True))
+        sa = s * num_actions + a
+        reward = torch.zeros(num_states * num_actions, dtype=torch.float64).index_add_(
+            0, sa, p.double() * r.double()
+        )
+        return cls.from_transitions(
+            torch.full((num_states,), num_actions),
+            sa,
+            nxt,
+            p.double(),
+            reward,
+            gamma=gamma,
+            start=start,
+            terminal=terminal,
+            name=name,
+        )
+
+    @classmethod
     def from_dense(
         cls,
         P: Tensor | np.ndarray,

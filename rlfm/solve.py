@@ -394,8 +394,8 @@ def normalizer(optimal: Tensor, uniform: Tensor) -> Tensor:
 def normalize(value: Tensor, optimal: Tensor, uniform: Tensor) -> Tensor:
     """(V^π - V^unif) / (V* - V^unif), broadcast over the arguments (the normaliser floored, :func:`normalizer`);
     0 where V* - V^unif is at that floor (an MDP where every policy is worth the same)."""
-    gap, norm = optimal - uniform, normalizer(optimal, uniform)
-    return torch.where(gap < norm, torch.zeros_like(value - uniform), (value - uniform) / norm)
+    gain, norm = value - uniform, normalizer(optimal, uniform)
+    return torch.where(optimal - uniform < norm, torch.zeros_like(gain), gain / norm)
 
 
 def optimal_and_uniform_start_values(mdp: TabularMDP | HeteroData) -> tuple[Tensor, Tensor]:

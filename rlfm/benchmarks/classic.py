@@ -8,38 +8,9 @@ reference benchmarks. The discount of each is stated in its docstring.
 from __future__ import annotations
 
 import torch
-from torch import Tensor
 
 from rlfm.mdp import TabularMDP
 from rlfm.prior.hubs import hub_and_rooms
-
-
-def _from_lists(
-    num_states: int,
-    num_actions: int,
-    rows: list[tuple[int, int, int, float, float]],
-    gamma: float,
-    start: Tensor | int,
-    name: str,
-    terminal: list[int] | None = None,
-) -> TabularMDP:
-    """Build from outcome rows ``(s, a, s', p, r(s, a, s'))``; the reward becomes E[r | s, a]."""
-    s, a, nxt, p, r = (torch.tensor(column) for column in zip(*rows, strict=True))
-    sa = s * num_actions + a
-    reward = torch.zeros(num_states * num_actions, dtype=torch.float64).index_add_(
-        0, sa, p.double() * r.double()
-    )
-    return TabularMDP.from_transitions(
-        torch.full((num_states,), num_actions),
-        sa,
-        nxt,
-        p.double(),
-        reward,
-        gamma=gamma,
-        start=start,
-        terminal=terminal,
-        name=name,
-    )
 
 
 def riverswim(gamma: float = 0.95) -> TabularMDP:
@@ -58,7 +29,7 @@ def riverswim(gamma: float = 0.95) -> TabularMDP:
         rows += [(s, 1, s - 1, 0.1, 0.0), (s, 1, s, 0.6, 0.0), (s, 1, s + 1, 0.3, 0.0)]
     rows += [(5, 1, 4, 0.7, 0.0), (5, 1, 5, 0.3, 10_000.0)]
     start = torch.tensor([0.0, 0.5, 0.5, 0.0, 0.0, 0.0], dtype=torch.float64)
-    return _from_lists(6, 2, rows, gamma, start, "riverswim")
+    return TabularMDP.from_outcomes(6, 2, rows, gamma, start, "riverswim")
 
 
 SIXARMS_SUCCESS = (1.0, 0.15, 0.1, 0.05, 0.03, 0.01)
@@ -92,7 +63,7 @@ def nchain(
         back = (0, small)
         for action, (intended, other) in enumerate(((forward, back), (back, forward))):
             rows += [(s, action, intended[0], 1.0 - slip, intended[1]), (s, action, other[0], slip, other[1])]
-    return _from_lists(length, 2, rows, gamma, 0, f"nchain_{length}")
+    return TabularMDP.from_outcomes(length, 2, rows, gamma, 0, f"nchain_{length}")
 
 
 def deepsea(size: int = 10, move_cost: float = 0.01, seed: int = 0, gamma: float = 0.99) -> TabularMDP:
@@ -123,7 +94,7 @@ def deepsea(size: int = 10, move_cost: float = 0.01, seed: int = 0, gamma: float
                 target, reward = right if action == int(right_label[cell]) else left
                 rows.append((cell, action, target, 1.0, reward))
     rows += [(end, a, end, 1.0, 0.0) for a in (0, 1)]
-    return _from_lists(cells + 1, 2, rows, gamma, 0, f"deepsea_{size}", terminal=[end])
+    return TabularMDP.from_outcomes(cells + 1, 2, rows, gamma, 0, f"deepsea_{size}", terminal=[end])
 
 
 WALLS_10X10 = (
@@ -183,7 +154,7 @@ def walled_gridworld(
         for a, (dr, dc) in enumerate(MOVES):
             target = state.get((r + dr, c + dc), s)
             rows.append((s, a, target, 1.0, 1.0 if (target == goal and s != goal) else 0.0))
-    return _from_lists(len(free), 4, rows, gamma, start, name, terminal=[goal])
+    return TabularMDP.from_outcomes(len(free), 4, rows, gamma, start, name, terminal=[goal])
 
 
 def cliff_grid(height: int, width: int, gamma: float = 0.99, name: str = "cliff") -> TabularMDP:
@@ -206,7 +177,7 @@ def cliff_grid(height: int, width: int, gamma: float = 0.99, name: str = "cliff"
                 rows.append((s, a, start, 1.0, -100.0))
             else:
                 rows.append((s, a, state.get(target, s), 1.0, -1.0))
-    return _from_lists(len(cells), 4, rows, gamma, start, name, terminal=[goal])
+    return TabularMDP.from_outcomes(len(cells), 4, rows, gamma, start, name, terminal=[goal])
 
 
 def walls_10x10() -> TabularMDP:

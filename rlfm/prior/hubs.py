@@ -61,24 +61,11 @@ def hub_and_rooms(
     action i enters room i + 1 w.p. ``success[i]``, else stays; in room i + 1 the actions ``stay[i]`` stay
     and pay ``reward[i]``, the others return to the hub and pay nothing."""
     A = len(success)
-    rows = [(0, i, target, q, 0.0) for i, p in enumerate(success) for target, q in ((i + 1, p), (0, 1.0 - p))]
+    rows = [(0, i, i + 1, p, 0.0) for i, p in enumerate(success)]
+    rows += [(0, i, 0, 1.0 - p, 0.0) for i, p in enumerate(success) if p < 1.0]
     rows += [
         (i + 1, a, i + 1, 1.0, r) if a in kept else (i + 1, a, 0, 1.0, 0.0)
         for i, (kept, r) in enumerate(zip(stay, reward, strict=True))
         for a in range(A)
     ]
-    state, action, next_state, prob, paid = (
-        torch.tensor(column) for column in zip(*(r for r in rows if r[3] > 0), strict=True)
-    )
-    sa = state * A + action
-    expected = torch.zeros(A * (A + 1), dtype=torch.float64).index_add_(0, sa, prob.double() * paid.double())
-    return TabularMDP.from_transitions(
-        torch.full((A + 1,), A),
-        sa,
-        next_state,
-        prob.double(),
-        expected,
-        gamma=gamma,
-        start=0,
-        name=name,
-    )
+    return TabularMDP.from_outcomes(A + 1, A, rows, gamma, start=0, name=name)
