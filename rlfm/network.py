@@ -34,14 +34,26 @@ from rlfm.graph import (
 )
 from rlfm.nn.block import PropagationBlock, mlp
 
+GREEDY_READOUTS = ("policy", "value")
+
+
+class Readout(NamedTuple):
+    """The heads' outputs after one sweep: policy logits (SA,) and, with a value head, the predicted
+    relative advantages (SA,) (else None)."""
+
+    logits: Tensor
+    values: Tensor | None
+
 
 class Settled(NamedTuple):
-    """What :meth:`PolicyNetwork.settle_from` returns: logits (SA,), sweeps per MDP (B,) and the final
-    embeddings (h_state (S, d), h_sa (SA, d))."""
+    """What :meth:`PolicyNetwork.settle_from` and :meth:`PolicyNetwork.infer` return: logits (SA,), sweeps
+    per MDP (B,), the final embeddings (h_state (S, d), h_sa (SA, d)) and the scores (SA,) whose argmax over
+    each state's actions is the network's greedy policy (:attr:`PolicyNetwork.greedy_from`)."""
 
     logits: Tensor
     sweeps: Tensor
     embeddings: tuple[Tensor, Tensor]
+    greedy_scores: Tensor
 
 
 class PolicyNetwork(nn.Module):
@@ -57,6 +69,12 @@ class PolicyNetwork(nn.Module):
             statistics (the paper's inputs, kept for ablations and older checkpoints).
         acting_temperature: the T an in-context agent samples this network's policy with by default,
             a ~ π^(1/T) (chosen per shipped network on the online validation MDPs; 1: as learned).
+        value_head: add a head beside the policy head that predicts each pair's relative advantage
+            (Q*(s, a) − max_b Q*(s, b)) / (max_b Q*(s, b) − min_b Q*(s, b)) ∈ [−1, 0], trained by regression
+            (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
+            the exploration in the sampled policy does not bend.
+        greedy_from: which head's argmax is the greedy policy: ``"policy"`` (the most probable action) or
+            ``"value"`` (the highest predicted advantage; needs ``value_head``).
     """
 
     def __init__(
@@ -67,9 +85,17 @@ class PolicyNetwork(nn.Module):
         dropout: float = 0.05,
         planner_inputs: bool = True,
         acting_temperature: float = 1.0,
+        value_head: bool = False,
+        greedy_from: str = "policy",
     ) -> None:
         super().__init__()
+        if greedy_from not in GREEDY_READOUTS or (greedy_from == "value" and not value_head):
+            raise ValueError(
+                f"greedy_from must be 'policy', or 'value' with value_head=True; got {greedy_from!r} "
+                f"with value_head={value_head}"
+            )
         self.acting_temperature = checked_acting_temperature(acting_temperature)
+        self.greedy_from = greedy_from
         self.width = width
         self.heads = heads
         self.num_layers = num_layers
@@ -80,16 +106,17 @@ class PolicyNetwork(nn.Module):
         self.encode_state_action = mlp(self.state_action_columns, width, width)
         self.block = PropagationBlock(width, heads, edge_dim=len(EDGE_FEATURES), dropout=dropout)
         self.head = mlp(2 * width, width, 1)
+        self.value_head = mlp(2 * width, width, 1) if value_head else None
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) after ``num_layers`` sweeps (default: ``self.num_layers``)."""
         K = self.num_layers if num_layers is None else num_layers
-        return self.unroll(data, K, first=K)[-1]
+        return self.unroll(data, K, first=K)[-1].logits
 
     def unroll(
         self, data: HeteroData, num_layers: int, first: int = 1, no_grad_layers: int = 0
-    ) -> list[Tensor]:
-        """Policy logits (SA,) after each sweep k = ``first`` .. ``num_layers`` (the head is cheap).
+    ) -> list[Readout]:
+        """The heads' outputs after each sweep k = ``first`` .. ``num_layers`` (the heads are cheap).
 
         The first ``no_grad_layers`` sweeps run without gradient: training from a long unroll's state at
         the cost of a forward pass (truncated backpropagation through the tied iteration)."""
@@ -103,29 +130,36 @@ class PolicyNetwork(nn.Module):
             with torch.no_grad():
                 for _ in range(no_grad_layers):
                     h_state, h_sa = self.block(h_state, h_sa, **inputs)
-        logits = []
+        readouts = []
         for k in range(no_grad_layers + 1, num_layers + 1):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
             if k >= first:
-                logits.append(self._logits(h_state, h_sa, inputs["sa_state"]))
-        return logits
+                readouts.append(self._readout(h_state, h_sa, inputs["sa_state"]))
+        return readouts
 
     def policy(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """π(a | s) (SA,): the softmax of the logits over each state's actions."""
         return group_softmax(self(data, num_layers), data)
 
     @torch.no_grad()
-    def infer(self, data: HeteroData, max_layers: int = 512) -> tuple[Tensor, Tensor]:
-        """The default inference: logits (SA,) and the sweeps used per MDP (B,).
+    def infer(self, data: HeteroData, max_layers: int = 512) -> Settled:
+        """The default inference: logits (SA,), the sweeps used per MDP (B,), the final embeddings and the
+        greedy scores (SA,).
 
         A network with planner inputs runs its own depth K = ``num_layers``: the exact planners carry
         values along paths of any length, and on the validation MDPs K sweeps scored better than unrolling
         until the policy settles (and cost far less). A network that reads the counts only must carry
         values itself, so it unrolls until its policy settles (:meth:`settle`, at most ``max_layers``)."""
         if not self.planner_inputs:
-            return self.settle(data, max_layers=max_layers)
+            return self.settle_from(data, None, max_layers=max_layers)
         B = int(data.num_graphs) if "batch" in data[STATE] else 1
-        return self(data), torch.full((B,), self.num_layers, dtype=torch.long)
+        inputs = self._inputs(data)
+        h_state, h_sa = inputs["x_state"], inputs["x_sa"]
+        for _ in range(self.num_layers):
+            h_state, h_sa = self.block(h_state, h_sa, **inputs)
+        readout = self._readout(h_state, h_sa, inputs["sa_state"])
+        sweeps = torch.full((B,), self.num_layers, dtype=torch.long)
+        return Settled(readout.logits, sweeps, (h_state, h_sa), self.greedy_scores(readout))
 
     @torch.no_grad()
     def settle(
@@ -176,7 +210,9 @@ class PolicyNetwork(nn.Module):
             h_sa = torch.where(done[sa_graph, None], h_sa, new_sa)
             if k < min_layers:
                 continue
-            log_policy = log_group_softmax(self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0])
+            log_policy = log_group_softmax(
+                self._readout(h_state, h_sa, sa_state).logits, sa_state, h_state.shape[0]
+            )
             if not bool(torch.isfinite(log_policy).all()):
                 raise FloatingPointError(f"the policy became non-finite at sweep {k}; are the inputs finite?")
             if previous is not None:
@@ -187,7 +223,8 @@ class PolicyNetwork(nn.Module):
                 if bool(done.all()):
                     break
             previous = log_policy
-        return Settled(self._logits(h_state, h_sa, sa_state), sweeps, (h_state, h_sa))
+        readout = self._readout(h_state, h_sa, sa_state)
+        return Settled(readout.logits, sweeps, (h_state, h_sa), self.greedy_scores(readout))
 
     def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""
@@ -219,8 +256,14 @@ class PolicyNetwork(nn.Module):
             "injected": self.block.inject(x_state, x_sa),  # the same at every sweep: computed once
         }
 
-    def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
-        return self.head(torch.cat([h_sa, h_state[sa_state]], dim=-1)).squeeze(-1)
+    def _readout(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Readout:
+        features = torch.cat([h_sa, h_state[sa_state]], dim=-1)
+        values = None if self.value_head is None else self.value_head(features).squeeze(-1)
+        return Readout(self.head(features).squeeze(-1), values)
+
+    def greedy_scores(self, readout: Readout) -> Tensor:
+        """(SA,) the scores whose argmax over each state's actions is this network's greedy policy."""
+        return readout.values if self.greedy_from == "value" else readout.logits
 
 
 def checked_acting_temperature(value: object) -> float:

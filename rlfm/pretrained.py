@@ -27,7 +27,7 @@ import torch
 from rlfm.counts import Counts
 from rlfm.graph import observation_graph
 from rlfm.mdp import check_gamma
-from rlfm.network import PolicyNetwork, checked_acting_temperature, group_softmax
+from rlfm.network import GREEDY_READOUTS, PolicyNetwork, checked_acting_temperature, group_softmax
 
 PACKAGED = {
     name: Path(__file__).parent / "checkpoints" / f"rlfm-{name}.pt" for name in ("default", "planner")
@@ -107,6 +107,8 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         config = {key: config[key] for key in CONFIG_KEYS} | {
             "planner_inputs": config.get("planner_inputs", False),
             "acting_temperature": config.get("acting_temperature", 1.0),
+            "value_head": config.get("value_head", False),
+            "greedy_from": config.get("greedy_from", "policy"),
         }
     elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
@@ -121,6 +123,8 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "num_layers": hp["eval_layers"],
             "dropout": hp["dropout"],
             "planner_inputs": hp.get("planner_inputs", False),
+            "value_head": hp.get("value_head", False),
+            "greedy_from": "value" if hp.get("value_head", False) else "policy",
         }
         prefix = "network."
         state_dict = content["state_dict"]
@@ -155,13 +159,25 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
 
 
 def export(
-    checkpoint: str | Path, out: str | Path, note: str = "", acting_temperature: float | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    note: str = "",
+    acting_temperature: float | None = None,
+    greedy_from: str | None = None,
 ) -> Path:
     """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
-    sampling temperature agents use by default with it; None keeps the source's, 1 for a checkpoint)."""
+    sampling temperature agents use by default with it; ``greedy_from``: the head whose argmax is its
+    greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both)."""
     network = load_network(checkpoint)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
+    if greedy_from is None:
+        greedy_from = network.greedy_from
+    value_head = network.value_head is not None
+    if greedy_from not in GREEDY_READOUTS or (greedy_from == "value" and not value_head):
+        raise ValueError(
+            f"greedy_from must be 'policy' or, for a network with a value head, 'value'; got {greedy_from!r}"
+        )
     config = {
         "width": network.width,
         "heads": network.heads,
@@ -169,6 +185,8 @@ def export(
         "dropout": network.block.update_state[2].p,
         "planner_inputs": network.planner_inputs,
         "acting_temperature": checked_acting_temperature(acting_temperature),
+        "value_head": value_head,
+        "greedy_from": greedy_from,
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)
@@ -207,9 +225,15 @@ def export_main(argv: list[str] | None = None) -> int:
         default=None,
         help="T that agents sample the network's policy with by default, π^(1/T) (default: the source's, 1)",
     )
+    parser.add_argument(
+        "--greedy-from",
+        choices=GREEDY_READOUTS,
+        default=None,
+        help="the head whose argmax is the greedy policy; 'value' needs a value head (default: the source's)",
+    )
     args = parser.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.note, args.acting_temperature)
+        path = export(args.checkpoint, args.out, args.note, args.acting_temperature, args.greedy_from)
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)
         return 2
@@ -248,10 +272,7 @@ def predict_policy(
             _cache["packaged"] = load_network()
         network = _cache["packaged"]
     data = observation_graph(counts, gamma, planner=network.planner_inputs)
-    if num_layers is None:
-        logits, _ = network.infer(data)
-    else:
-        logits = network(data, num_layers)
+    logits = network.infer(data).logits if num_layers is None else network(data, num_layers)
     policy = group_softmax(logits, data)
     if not torch.isfinite(policy).all():
         raise ValueError("the network returned a policy that is not finite; are its weights damaged?")

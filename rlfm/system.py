@@ -8,6 +8,9 @@ block, K drawn per step from ``train_layers``:
     \mathcal{L} = \frac{1}{K - K_{min} + 1} \sum_{k=K_{min}}^{K} \frac{1}{|\mathcal{S}|} \sum_{s}
         \Big( -\sum_{a} \pi^\star_\tau(a \mid s) \log \pi_\theta^{(k)}(a \mid s) \Big)
 
+With a value head (``value_head``) each supervised sweep also pays ``value_weight`` times the squared error
+of the predicted relative advantages (:func:`value_losses`).
+
 Supervising every sweep asks the iteration to be right at every depth and to stay right as it goes on.
 On a fraction ``long_unroll`` of the steps the sweeps instead start after a long prefix of
 ``long_layers`` sweeps run without gradient, so that the block also learns to stay right far beyond the
@@ -33,6 +36,7 @@ from rlfm.network import PolicyNetwork, log_group_softmax
 from rlfm.solve import ActionLayout, evaluate_policy, normalize, start_values
 
 METRICS = ("loss", "kl", "agreement", "normalized_value", "normalized_value_deep")
+VALUE_METRICS = ("value_loss", "normalized_value_policy")  # with a value head
 DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers sweeps: is the block stable?
 RNG_KEY = "rlfm_rng"  # checkpoint entry with the training generators' states
 
@@ -57,6 +61,23 @@ def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
     return {"loss": loss, "kl": loss - entropy, "agreement": agreement}
 
 
+def relative_advantages(data: HeteroData) -> Tensor:
+    r"""(SA,) the value head's target: :math:`(Q^*(s,a) - \max_b Q^*(s,b)) / \max(\max_b Q^* - \min_b Q^*, 10^{-3})`
+    in [−1, 0], 0 for the best actions (Q* is already divided by the MDP's reward scale; the floor keeps
+    states whose actions differ by less than a thousandth of that scale from amplifying rounding)."""
+    sa_state, S, q = data[OF].edge_index[1], data[STATE].num_nodes, data[STATE_ACTION].q_star
+    best = scatter(q, sa_state, dim=0, dim_size=S, reduce="max")
+    worst = scatter(q, sa_state, dim=0, dim_size=S, reduce="min")
+    return (q - best[sa_state]) / (best - worst).clamp(min=1e-3)[sa_state]
+
+
+def value_losses(data: HeteroData, values: Tensor) -> Tensor:
+    """(S,) the value head's loss per state: the summed squared error over its actions."""
+    sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
+    error = (values - relative_advantages(data).to(values.dtype)).square()
+    return scatter(error, sa_state, dim=0, dim_size=S, reduce="sum")
+
+
 class PolicyLearner(LightningModule):
     """Trains a :class:`~rlfm.network.PolicyNetwork` on examples from the prior.
 
@@ -74,6 +95,9 @@ class PolicyLearner(LightningModule):
         final_lr_ratio: learning rate at the last step, relative to ``lr``.
         planner_inputs: the network reads the exact planners' columns (see
             :class:`~rlfm.network.PolicyNetwork`); False is the ablation without them.
+        value_head: add the value head (:class:`~rlfm.network.PolicyNetwork`); the trained network's
+            greedy policy is then its argmax (validation scores it that way too).
+        value_weight: weight of the value head's loss beside the policy's cross-entropy.
         init_from: start from these weights instead of a random initialisation (fine-tuning): an exported
             network, a Lightning checkpoint or a shipped network's name (``"default"``, ``"planner"``);
             it must have this network's width, heads and inputs. Only the weights are taken: the optimiser,
@@ -96,11 +120,19 @@ class PolicyLearner(LightningModule):
         final_lr_ratio: float = 0.1,
         planner_inputs: bool = True,
         init_from: str | None = None,
+        value_head: bool = False,
+        value_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.network = PolicyNetwork(
-            width=width, heads=heads, num_layers=eval_layers, dropout=dropout, planner_inputs=planner_inputs
+            width=width,
+            heads=heads,
+            num_layers=eval_layers,
+            dropout=dropout,
+            planner_inputs=planner_inputs,
+            value_head=value_head,
+            greedy_from="value" if value_head else "policy",
         )
         if init_from is not None:
             self._initialise_from(init_from)
@@ -121,7 +153,12 @@ class PolicyLearner(LightningModule):
         theirs = {"width": source.width, "heads": source.heads, "planner_inputs": source.planner_inputs}
         if ours != theirs:
             raise ValueError(f"init_from={checkpoint!r} is a network with {theirs}; this one has {ours}")
-        self.network.load_state_dict(source.state_dict())
+        # a source without a value head leaves this network's new head at its initialisation
+        missing, unexpected = self.network.load_state_dict(source.state_dict(), strict=False)
+        if unexpected or any(not name.startswith("value_head.") for name in missing):
+            raise ValueError(
+                f"init_from={checkpoint!r} does not fit: missing {missing}, unexpected {unexpected}"
+            )
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) of an observation graph or batch."""
@@ -138,10 +175,14 @@ class PolicyLearner(LightningModule):
             layers = self._depth.randint(low, high)
             first = low if self.hparams.deep_supervision else layers
         unrolled = self.network.unroll(batch, layers, first, no_grad_layers=prefix)
-        losses = policy_losses(batch, unrolled[-1])  # reported: the last sweep's
-        earlier = [cross_entropy(batch, logits).mean() for logits in unrolled[:-1]]
+        losses = policy_losses(batch, unrolled[-1].logits)  # reported: the last sweep's
+        earlier = [cross_entropy(batch, readout.logits).mean() for readout in unrolled[:-1]]
         loss = torch.stack([*earlier, losses["loss"].mean()]).mean()
         size = batch.num_graphs
+        if self.hparams.value_head:
+            value_loss = torch.stack([value_losses(batch, r.values).mean() for r in unrolled]).mean()
+            loss = loss + self.hparams.value_weight * value_loss
+            self.log("train/value_loss", value_loss, batch_size=size)
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)
         self.log("train/kl", losses["kl"].mean(), batch_size=size)
@@ -180,7 +221,8 @@ class PolicyLearner(LightningModule):
         for metrics in (self.val_metrics, self.test_metrics):
             for source in sources:
                 if source not in metrics:
-                    metrics[source] = nn.ModuleDict({name: MeanMetric() for name in METRICS})
+                    names = METRICS + (VALUE_METRICS if self.hparams.value_head else ())
+                    metrics[source] = nn.ModuleDict({name: MeanMetric() for name in names})
 
     def validation_step(self, batch: tuple[HeteroData, HeteroData], batch_index: int) -> None:
         self._evaluation_step(batch, self.val_metrics)
@@ -192,16 +234,26 @@ class PolicyLearner(LightningModule):
         """Update each source's metrics: loss, KL, agreement and the exact normalised value of the greedy
         policy, at ``eval_layers`` sweeps and at ``DEEP_FACTOR`` times as many."""
         data, truth = batch
-        logits = self.network(data, self.hparams.eval_layers)
+        readout = self.network.unroll(data, self.hparams.eval_layers, first=self.hparams.eval_layers)[-1]
+        logits = readout.logits
         losses = policy_losses(data, logits)
+        if readout.values is not None:
+            losses["value_loss"] = value_losses(data, readout.values)
         state_graph = data[STATE].batch
         per_graph = {
             name: scatter(value, state_graph, dim=0, dim_size=data.num_graphs, reduce="mean")
             for name, value in losses.items()
         }
-        per_graph["normalized_value"] = self.normalized_values(data, truth, logits)
-        deep_logits = self.network(data, DEEP_FACTOR * self.hparams.eval_layers)
-        per_graph["normalized_value_deep"] = self.normalized_values(data, truth, deep_logits)
+        per_graph["normalized_value"] = self.normalized_values(
+            data, truth, self.network.greedy_scores(readout)
+        )
+        if readout.values is not None:  # the policy head's greedy policy, for comparison
+            per_graph["normalized_value_policy"] = self.normalized_values(data, truth, logits)
+        deep_layers = DEEP_FACTOR * self.hparams.eval_layers
+        deep = self.network.unroll(data, deep_layers, first=deep_layers)[-1]
+        per_graph["normalized_value_deep"] = self.normalized_values(
+            data, truth, self.network.greedy_scores(deep)
+        )
         sources = data.source
         for source in set(sources):
             mask = torch.tensor([s == source for s in sources], device=logits.device)
@@ -209,10 +261,10 @@ class PolicyLearner(LightningModule):
                 metrics[source][name].update(value[mask].float())
 
     @staticmethod
-    def normalized_values(data: HeteroData, truth: HeteroData, logits: Tensor) -> Tensor:
-        """(B,) exact normalised value of the greedy policy of ``logits`` on each true MDP."""
+    def normalized_values(data: HeteroData, truth: HeteroData, scores: Tensor) -> Tensor:
+        """(B,) exact normalised value of the greedy policy of ``scores`` (SA,) on each true MDP."""
         sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
-        policy = ActionLayout.from_pairs(sa_state, S).greedy_policy(logits.detach().double())
+        policy = ActionLayout.from_pairs(sa_state, S).greedy_policy(scores.detach().double())
         value = start_values(truth, evaluate_policy(truth, policy))
         return normalize(value, truth.optimal_start_value, truth.uniform_start_value)
 

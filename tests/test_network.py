@@ -291,12 +291,13 @@ def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):
     data, net = mixed_batch(generator), network(num_layers=6)
     sweeps = net.unroll(data, 6, first=3)
     assert len(sweeps) == 4
-    for k, logits in zip(range(3, 7), sweeps, strict=True):
-        torch.testing.assert_close(logits, net(data, k))
+    for k, readout in zip(range(3, 7), sweeps, strict=True):
+        torch.testing.assert_close(readout.logits, net(data, k))
+        assert readout.values is None  # no value head
     # a no-gradient prefix changes nothing but where gradients stop
     truncated = net.unroll(data, 6, first=5, no_grad_layers=4)
-    torch.testing.assert_close(truncated[-1], sweeps[-1])
-    truncated[-1].sum().backward()
+    torch.testing.assert_close(truncated[-1].logits, sweeps[-1].logits)
+    truncated[-1].logits.sum().backward()
     assert all(p.grad is not None for p in net.block.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="no_grad_layers"):
         net.unroll(data, 6, first=3, no_grad_layers=3)
@@ -305,12 +306,13 @@ def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):
 def test_default_inference_runs_the_planner_networks_depth_and_settles_count_only_networks(generator):
     data = mixed_batch(generator)
     planner = network(num_layers=5).eval()
-    logits, sweeps = planner.infer(data)
+    logits, sweeps, _, greedy_scores = planner.infer(data)
     torch.testing.assert_close(logits, planner(data, 5), atol=0, rtol=0)
+    assert greedy_scores is logits  # no value head: the greedy policy is the policy's argmax
     assert sweeps.tolist() == [5] * data.num_graphs
     torch.manual_seed(0)
     counts_only = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False).eval()
-    logits, sweeps = counts_only.infer(data, max_layers=40)
+    logits, sweeps, _, _ = counts_only.infer(data, max_layers=40)
     settled, settled_sweeps = counts_only.settle(data, max_layers=40)
     torch.testing.assert_close(logits, settled, atol=0, rtol=0)
     assert torch.equal(sweeps, settled_sweeps)

@@ -327,7 +327,7 @@ def real_logits(network: PolicyNetwork, graph) -> np.ndarray:
     graph[TO].edge_attr = graph[TO].edge_attr.double()
     graph[FROM].edge_attr = graph[FROM].edge_attr.double()
     with torch.no_grad():
-        return network.unroll(graph, 1)[-1].numpy()
+        return network.unroll(graph, 1)[-1].logits.numpy()
 
 
 def graph_edge_features(obs: Observed, graph) -> list[list[np.ndarray]]:

@@ -9,14 +9,14 @@ import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from torch_geometric.data import Batch
+from torch_geometric.data import Batch, HeteroData
 
 from datamodules import PriorDataModule
 from rlfm.cli import main
 from rlfm.examples import ExampleSampler
 from rlfm.pretrained import export, load_network
 from rlfm.prior import Prior, ReferencePrior
-from rlfm.system import PolicyLearner
+from rlfm.system import PolicyLearner, relative_advantages
 from tests.ddp_probe import RecordingLearner
 
 ROOT = Path(__file__).parent.parent
@@ -194,3 +194,47 @@ def test_training_step_variants(long_unroll, deep_supervision):
     loss = model.training_step(batch, 0)
     loss.backward()
     assert torch.isfinite(loss) and model.network.head[0].weight.grad is not None
+
+
+def test_relative_advantages_scale_each_states_gap_to_one_above_a_floor():
+    graph = HeteroData()
+    graph["state"].num_nodes = 3
+    # state 0: Q* 1, 0.5, 0; state 1: a gap below the 1e-3 floor; state 2: equal actions
+    sa_state = torch.tensor([0, 0, 0, 1, 1, 2, 2])
+    graph["state_action", "of", "state"].edge_index = torch.stack([torch.arange(7), sa_state])
+    graph["state_action"].q_star = torch.tensor([1.0, 0.5, 0.0, 2e-4, 0.0, 0.3, 0.3])
+    target = relative_advantages(graph)
+    torch.testing.assert_close(target, torch.tensor([0.0, -0.5, -1.0, 0.0, -0.2, 0.0, 0.0]))
+
+
+def test_a_value_head_trains_exports_and_sets_the_greedy_policy(tmp_path):
+    model = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3, value_head=True)
+    data = tiny_data()
+    trainer = tiny_trainer(tmp_path, 3, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, data)  # 3 steps: one epoch, then validation
+    logged = set(trainer.callback_metrics)
+    assert {"train/value_loss", "val/value_loss/prior", "val/normalized_value_policy/prior"} <= logged
+    batch = Batch.from_data_list(data.train_stream.batch(5))
+    by_value = load_network(export(tmp_path / "last.ckpt", tmp_path / "value.pt"))
+    by_policy = load_network(export(tmp_path / "last.ckpt", tmp_path / "policy.pt", greedy_from="policy"))
+    assert by_value.greedy_from == "value" and by_policy.greedy_from == "policy"
+    readout = by_value.unroll(batch, 3, first=3)[-1]
+    assert not torch.equal(readout.values, readout.logits)
+    torch.testing.assert_close(by_value.infer(batch).greedy_scores, readout.values)
+    torch.testing.assert_close(by_policy.infer(batch).greedy_scores, readout.logits)
+    torch.testing.assert_close(by_policy.infer(batch).logits, readout.logits)
+
+
+def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):
+    batch = Batch.from_data_list(tiny_data().train_stream.batch(5))
+    torch.manual_seed(0)
+    source = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3)
+    trainer = tiny_trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(source, tiny_data())
+    plain = export(tmp_path / "last.ckpt", tmp_path / "plain.pt")
+    grown = PolicyLearner(
+        width=16, heads=2, train_layers=(2, 3), eval_layers=3, value_head=True, init_from=str(plain)
+    )
+    torch.testing.assert_close(grown.eval()(batch), source.eval()(batch))
+    with pytest.raises(ValueError, match="greedy_from"):
+        export(plain, tmp_path / "bad.pt", greedy_from="value")

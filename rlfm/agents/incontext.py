@@ -11,7 +11,8 @@ The network is trained to predict the posterior mean, under its prior, of the Bo
 softmax(Q*/τ) given the data; as τ → 0 that is P(a is optimal | data), so sampling it resembles posterior
 (Thompson) sampling of the optimal action: that is where its exploration comes from. T < 1 acts more
 greedily (with the shipped network, T = 0.2 stops exploring too early on a slippery FrozenLake). Its
-greedy policy, scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`.
+greedy policy, scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`, or for a
+network with a value head read greedily (``greedy_from="value"``) the argmax of its predicted advantages.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from torch_geometric.data import Batch
 from rlfm.agents.base import Agent
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
-from rlfm.network import PolicyNetwork
+from rlfm.network import PolicyNetwork, Settled
 from rlfm.pretrained import load_network
 from rlfm.solve import ActionLayout
 
@@ -76,6 +77,7 @@ class BatchedInContextAgent(Agent):
         self.layout = ActionLayout(num_actions)
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
         self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)  # no data: uniform
+        self.greedy_scores = self.logits
         self.layers_used = []
         self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
 
@@ -87,14 +89,17 @@ class BatchedInContextAgent(Agent):
         if self.num_layers is None and self.warm_start and not self.network.planner_inputs:
             min_layers = None if self.embeddings is None else 1
             settled = self.network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
-            logits, layers, self.embeddings = settled.logits, int(settled.sweeps.max()), settled.embeddings
+            self.embeddings = settled.embeddings
         elif self.num_layers is None:
-            logits, sweeps = self.network.infer(batch, max_layers=self.max_layers)
-            layers = int(sweeps.max())
+            settled = self.network.infer(batch, max_layers=self.max_layers)
         else:
-            logits, layers = self.network(batch, self.num_layers), self.num_layers
-        self.layers_used.append(layers)
-        self.logits = logits.double().cpu().view(len(counts), self.layout.num_pairs)
+            readout = self.network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
+            sweeps = torch.full((len(counts),), self.num_layers)
+            settled = Settled(readout.logits, sweeps, (), self.network.greedy_scores(readout))
+        self.layers_used.append(int(settled.sweeps.max()))
+        shape = (len(counts), self.layout.num_pairs)
+        self.logits = settled.logits.double().cpu().view(shape)
+        self.greedy_scores = settled.greedy_scores.double().cpu().view(shape)
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
@@ -103,7 +108,8 @@ class BatchedInContextAgent(Agent):
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
     def greedy_policy(self) -> Tensor:
-        return self.layout.one_hot(self.layout.greedy_actions(self.logits, torch.zeros_like(self.logits)))
+        scores = self.greedy_scores
+        return self.layout.one_hot(self.layout.greedy_actions(scores, torch.zeros_like(scores)))
 
     def _default_depth(self) -> int | str:
         return self.network.num_layers if self.network.planner_inputs else f"settle<= {self.max_layers}"
