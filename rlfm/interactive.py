@@ -32,7 +32,7 @@ import torch
 from rlfm.counts import Counts
 from rlfm.mdp import check_gamma, check_num_actions
 from rlfm.network import PolicyNetwork
-from rlfm.pretrained import load_network, predict_policy
+from rlfm.pretrained import load_network, predict
 
 
 class InteractiveAgent(ABC):
@@ -169,7 +169,8 @@ class InContextAgent(InteractiveAgent):
         num_layers: tied sweeps per plan (None: the network's own rule, see ``PolicyNetwork.infer``).
 
     Attributes:
-        policy: (SA,) π(a | s, data) of the last plan (its argmax is :meth:`greedy_action`).
+        policy: (SA,) π(a | s, data) of the last plan (its argmax is :meth:`greedy_action`, unless the
+            network reads its greedy policy from a value head).
         plans: network calls so far.
     """
 
@@ -213,6 +214,7 @@ class InContextAgent(InteractiveAgent):
         self._since_plan = 0
         self.plans = 0
         self.policy = (1.0 / self.num_actions.double()).repeat_interleave(self.num_actions)
+        self._greedy_scores: torch.Tensor | None = None  # a value head's greedy scores, if it has one
 
     @property
     def counts(self) -> Counts:
@@ -231,7 +233,8 @@ class InContextAgent(InteractiveAgent):
 
     def plan(self) -> None:
         """Refresh :attr:`policy`: one network call on all data so far."""
-        self.policy = predict_policy(self.counts, self.gamma, self.network, self.num_layers).double()
+        policy, greedy_scores = predict(self.counts, self.gamma, self.network, self.num_layers)
+        self.policy, self._greedy_scores = policy.double(), greedy_scores
         self._since_plan = 0
         self.plans += 1
 
@@ -243,7 +246,8 @@ class InContextAgent(InteractiveAgent):
         return int(self.rng.choice(p.size, p=p / p.sum()))
 
     def greedy_action(self, state: int) -> int:
-        return int(self.policy[self._block(state)].argmax())
+        scores = self.policy if self._greedy_scores is None else self._greedy_scores
+        return int(scores[self._block(state)].argmax())
 
     def _learn(self, state: int, action: int, reward: float, next_state: int, terminated: bool) -> None:
         self._pending.append((state, action, reward, next_state, terminated))

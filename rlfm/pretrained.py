@@ -257,8 +257,20 @@ def predict_policy(
         num_layers: tied sweeps, a positive integer (default: the network's own rule,
             :meth:`~rlfm.network.PolicyNetwork.infer`).
 
+    Its argmax over each state's actions is the greedy policy, except for a network that reads its greedy
+    policy from a value head (``network.greedy_from == "value"``): :func:`predict` gives both.
     Raises ``ValueError`` for any input outside these ranges.
     """
+    return predict(counts, gamma, network, num_layers)[0]
+
+
+@torch.no_grad()
+def predict(
+    counts: Counts, gamma: float, network: PolicyNetwork | None = None, num_layers: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """:func:`predict_policy`'s π (SA,) and, for a network that reads its greedy policy from its value head,
+    the predicted advantages (SA,) whose argmax over each state's actions is that policy (else None: the
+    greedy policy is π's argmax)."""
     if not isinstance(counts, Counts):
         raise ValueError(f"counts must be an rlfm.Counts, got {type(counts).__name__}")
     counts.validate()
@@ -272,8 +284,13 @@ def predict_policy(
             _cache["packaged"] = load_network()
         network = _cache["packaged"]
     data = observation_graph(counts, gamma, planner=network.planner_inputs)
-    logits = network.infer(data).logits if num_layers is None else network(data, num_layers)
+    if num_layers is None:
+        settled = network.infer(data)
+        logits, greedy_scores = settled.logits, settled.greedy_scores
+    else:
+        readout = network.unroll(data, num_layers, first=num_layers)[-1]
+        logits, greedy_scores = readout.logits, network.greedy_scores(readout)
     policy = group_softmax(logits, data)
-    if not torch.isfinite(policy).all():
+    if not (torch.isfinite(policy).all() and torch.isfinite(greedy_scores).all()):
         raise ValueError("the network returned a policy that is not finite; are its weights damaged?")
-    return policy
+    return policy, greedy_scores if network.greedy_from == "value" else None

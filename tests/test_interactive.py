@@ -13,6 +13,7 @@ from rlfm.cli import main
 from rlfm.environments import DiscreteEnv, run_episodes
 from rlfm.interactive import RandomAgent
 from rlfm.network import PolicyNetwork
+from rlfm.pretrained import predict
 
 
 class Corridor(gym.Env):
@@ -161,3 +162,16 @@ def test_python_m_rlfm_is_the_rlfm_command():
         [sys.executable, "-m", "rlfm", "--help"], capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0 and "solve" in done.stdout and "benchmark" in done.stdout
+
+
+def test_a_value_head_network_sets_the_agents_greedy_actions():
+    torch.manual_seed(0)  # untrained heads whose argmaxes differ on this data
+    network = PolicyNetwork(width=16, heads=2, num_layers=2, value_head=True, greedy_from="value").eval()
+    agent = rlfm.InContextAgent(6, 3, gamma=0.9, network=network, seed=0)
+    for step in range(30):
+        agent.observe(step % 6, step % 3, float(step % 5 == 0), (step * 7 + 1) % 6)
+    agent.end_episode()
+    _, values = predict(agent.counts, 0.9, network)
+    by_value = [int(values.view(6, 3)[s].argmax()) for s in range(6)]
+    by_policy = [int(agent.policy.view(6, 3)[s].argmax()) for s in range(6)]
+    assert [agent.greedy_action(s) for s in range(6)] == by_value != by_policy
