@@ -32,7 +32,7 @@ import torch
 from rlfm.counts import Counts
 from rlfm.mdp import check_gamma, check_num_actions
 from rlfm.network import PolicyNetwork
-from rlfm.pretrained import load_network, predict
+from rlfm.pretrained import load_network, packaged_network, predict
 
 
 class InteractiveAgent(ABC):
@@ -163,8 +163,9 @@ class InContextAgent(InteractiveAgent):
         temperature: T > 0; actions are drawn from π^(1/T) (1: the network's posterior; small: greedier;
             None: the network's ``acting_temperature``, chosen for it on the validation MDPs).
         replan_every: also re-plan after this many steps without a plan (None: only at episode ends).
-        checkpoint: a network file or training checkpoint, or a shipped network's name (``"default"``, used
-            when None, or ``"planner"``).
+        checkpoint: a network file or training checkpoint, or a shipped network's name (``"default"`` or
+            ``"planner"``); None: :func:`rlfm.pretrained.packaged_network` for this many states (the
+            count-only network up to 256 states, the planner network above).
         network: an already loaded :class:`~rlfm.network.PolicyNetwork` (instead of ``checkpoint``).
         num_layers: tied sweeps per plan (None: the network's own rule, see ``PolicyNetwork.infer``).
 
@@ -204,9 +205,11 @@ class InContextAgent(InteractiveAgent):
             raise ValueError(f"num_layers must be a positive integer or None, got {num_layers!r}")
         self.replan_every = replan_every
         self.checkpoint = checkpoint
-        self.network = network if network is not None or checkpoint is None else load_network(checkpoint)
+        if network is None:
+            network = packaged_network(num_states) if checkpoint is None else load_network(checkpoint)
+        self.network = network
         if temperature is None:
-            temperature = (self.network if self.network is not None else load_network()).acting_temperature
+            temperature = self.network.acting_temperature
         self.temperature = float(temperature)
         self.num_layers = num_layers
         self._counts = Counts.empty(self.num_actions)

@@ -33,6 +33,8 @@ PACKAGED = {
     name: Path(__file__).parent / "checkpoints" / f"rlfm-{name}.pt" for name in ("default", "planner")
 }
 PACKAGED_CHECKPOINT = PACKAGED["default"]
+# Above this many states the packaged default is the planner network (see `packaged_network`).
+LARGE_MDP_STATES = 256
 FORMAT = "rlfm-network-v1"
 CONFIG_KEYS = ("width", "heads", "num_layers", "dropout")
 
@@ -244,6 +246,21 @@ def export_main(argv: list[str] | None = None) -> int:
 _cache: dict[str, PolicyNetwork] = {}
 
 
+def packaged_network(num_states: int) -> PolicyNetwork:
+    """The shipped network used when none is given, for an MDP of ``num_states`` states (loaded once).
+
+    Up to :data:`LARGE_MDP_STATES` states: ``"default"`` (count inputs). Above: ``"planner"``. The count-only
+    network was trained on MDPs of at most about 100 states and carries values one step per sweep, so on
+    larger MDPs it needs hundreds of sweeps and still plans poorly (on the 576-state validation grid it
+    scores below the planner network offline and never converges online, where the planner network
+    converges in 94 episodes); the planner network reads exact value iteration on the counts and runs 8
+    sweeps at any size. The validation MDPs below 256 states are all far smaller than the threshold."""
+    name = "planner" if num_states > LARGE_MDP_STATES else "default"
+    if name not in _cache:
+        _cache[name] = load_network(name)
+    return _cache[name]
+
+
 @torch.no_grad()
 def predict_policy(
     counts: Counts, gamma: float, network: PolicyNetwork | None = None, num_layers: int | None = None
@@ -253,7 +270,8 @@ def predict_policy(
     Args:
         counts: what has been observed (:class:`~rlfm.counts.Counts`), checked with ``counts.validate()``.
         gamma: the discount of the task, a real number with 0 < gamma < 1.
-        network: the network to use (default: the pretrained one shipped with rlfm, loaded once).
+        network: the network to use (default: a network shipped with rlfm, loaded once: the count-only
+            one up to 256 states, the planner network above, :func:`packaged_network`).
         num_layers: tied sweeps, a positive integer (default: the network's own rule,
             :meth:`~rlfm.network.PolicyNetwork.infer`).
 
@@ -280,9 +298,7 @@ def predict(
     ):
         raise ValueError(f"num_layers must be a positive integer or None, got {num_layers!r}")
     if network is None:
-        if "packaged" not in _cache:
-            _cache["packaged"] = load_network()
-        network = _cache["packaged"]
+        network = packaged_network(counts.num_states)
     data = observation_graph(counts, gamma, planner=network.planner_inputs)
     if num_layers is None:
         settled = network.infer(data)

@@ -158,3 +158,23 @@ def test_agents_sample_at_the_networks_acting_temperature_unless_told(tmp_path):
     assert InContextAgent(4, 2, checkpoint=path, temperature=1.0).temperature == 1.0
     with pytest.raises(ValueError, match="acting_temperature"):
         export("planner", tmp_path / "bad.pt", acting_temperature=0.0)
+
+
+def test_the_packaged_default_is_the_planner_network_above_256_states():
+    from rlfm.pretrained import LARGE_MDP_STATES, packaged_network
+
+    small, large = packaged_network(LARGE_MDP_STATES), packaged_network(LARGE_MDP_STATES + 1)
+    assert not small.planner_inputs and large.planner_inputs  # "default" and "planner"
+    assert packaged_network(1) is small and packaged_network(10**5) is large  # loaded once
+    for states, name in ((LARGE_MDP_STATES, "default"), (LARGE_MDP_STATES + 1, "planner")):
+        counts = Counts.empty([2] * states)
+        counts.update(
+            torch.arange(states),
+            torch.zeros(states, dtype=torch.long),
+            torch.zeros(states),
+            (torch.arange(states) + 1) % states,
+        )
+        expected = predict_policy(counts, 0.9, load_network(name))
+        torch.testing.assert_close(predict_policy(counts, 0.9), expected)
+        agent = InContextAgent(states, 2, gamma=0.9)
+        assert agent.temperature == load_network(name).acting_temperature
