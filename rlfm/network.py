@@ -89,13 +89,8 @@ class PolicyNetwork(nn.Module):
         greedy_from: str = "policy",
     ) -> None:
         super().__init__()
-        if greedy_from not in GREEDY_READOUTS or (greedy_from == "value" and not value_head):
-            raise ValueError(
-                f"greedy_from must be 'policy', or 'value' with value_head=True; got {greedy_from!r} "
-                f"with value_head={value_head}"
-            )
+        self.greedy_from = checked_greedy_from(greedy_from, value_head)
         self.acting_temperature = checked_acting_temperature(acting_temperature)
-        self.greedy_from = greedy_from
         self.width = width
         self.heads = heads
         self.num_layers = num_layers
@@ -271,6 +266,17 @@ def checked_acting_temperature(value: object) -> float:
     if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"acting_temperature must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def checked_greedy_from(value: object, value_head: bool) -> str:
+    """``value`` if it names a readout this network has (``"policy"``, or ``"value"`` with a value head),
+    else ``ValueError``."""
+    if value not in GREEDY_READOUTS or (value == "value" and not value_head):
+        raise ValueError(
+            f"greedy_from must be 'policy', or 'value' for a network with a value head; got {value!r}"
+            f" (value head: {value_head})"
+        )
+    return str(value)
 
 
 def group_softmax(logits: Tensor, data: HeteroData) -> Tensor:

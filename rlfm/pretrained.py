@@ -27,7 +27,13 @@ import torch
 from rlfm.counts import Counts
 from rlfm.graph import observation_graph
 from rlfm.mdp import check_gamma
-from rlfm.network import GREEDY_READOUTS, PolicyNetwork, checked_acting_temperature, group_softmax
+from rlfm.network import (
+    GREEDY_READOUTS,
+    PolicyNetwork,
+    checked_acting_temperature,
+    checked_greedy_from,
+    group_softmax,
+)
 
 PACKAGED = {
     name: Path(__file__).parent / "checkpoints" / f"rlfm-{name}.pt" for name in ("default", "planner")
@@ -150,8 +156,13 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         checked_acting_temperature(config.get("acting_temperature", 1.0))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    if not isinstance(config["planner_inputs"], bool):
-        raise ValueError(f"{path}: planner_inputs must be true or false, got {config['planner_inputs']!r}")
+    for key in ("planner_inputs", "value_head"):
+        if not isinstance(config[key], bool):
+            raise ValueError(f"{path}: {key} must be true or false, got {config[key]!r}")
+    try:
+        checked_greedy_from(config["greedy_from"], config["value_head"])
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
     if not isinstance(weights, Mapping) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
         raise ValueError(f"{path} has weights that are not a dictionary of tensors")
     for name, value in weights.items():
@@ -176,10 +187,7 @@ def export(
     if greedy_from is None:
         greedy_from = network.greedy_from
     value_head = network.value_head is not None
-    if greedy_from not in GREEDY_READOUTS or (greedy_from == "value" and not value_head):
-        raise ValueError(
-            f"greedy_from must be 'policy' or, for a network with a value head, 'value'; got {greedy_from!r}"
-        )
+    greedy_from = checked_greedy_from(greedy_from, value_head)
     config = {
         "width": network.width,
         "heads": network.heads,

@@ -238,3 +238,16 @@ def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):
     torch.testing.assert_close(grown.eval()(batch), source.eval()(batch))
     with pytest.raises(ValueError, match="greedy_from"):
         export(plain, tmp_path / "bad.pt", greedy_from="value")
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [({"value_head": "yes"}, "value_head must be true or false"), ({"greedy_from": "value"}, "greedy_from")],
+)
+def test_exports_with_a_bad_value_head_config_are_refused(tmp_path, extra, message):
+    network = PolicyLearner(width=16, heads=2, eval_layers=3).network
+    config = {"width": 16, "heads": 2, "num_layers": 3, "dropout": 0.0, **extra}
+    path = tmp_path / "bad.pt"
+    torch.save({"format": "rlfm-network-v1", "config": config, "state_dict": network.state_dict()}, path)
+    with pytest.raises(ValueError, match=message):
+        load_network(path)

@@ -27,7 +27,7 @@ from torch_geometric.data import Batch
 from rlfm.agents.base import Agent
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
-from rlfm.network import PolicyNetwork, Settled
+from rlfm.network import PolicyNetwork
 from rlfm.pretrained import load_network
 from rlfm.solve import ActionLayout
 
@@ -92,14 +92,19 @@ class BatchedInContextAgent(Agent):
             self.embeddings = settled.embeddings
         elif self.num_layers is None:
             settled = self.network.infer(batch, max_layers=self.max_layers)
+        if self.num_layers is None:
+            logits, greedy_scores, layers = settled.logits, settled.greedy_scores, int(settled.sweeps.max())
         else:
             readout = self.network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
-            sweeps = torch.full((len(counts),), self.num_layers)
-            settled = Settled(readout.logits, sweeps, (), self.network.greedy_scores(readout))
-        self.layers_used.append(int(settled.sweeps.max()))
+            logits, greedy_scores, layers = (
+                readout.logits,
+                self.network.greedy_scores(readout),
+                self.num_layers,
+            )
+        self.layers_used.append(layers)
         shape = (len(counts), self.layout.num_pairs)
-        self.logits = settled.logits.double().cpu().view(shape)
-        self.greedy_scores = settled.greedy_scores.double().cpu().view(shape)
+        self.logits = logits.double().cpu().view(shape)
+        self.greedy_scores = greedy_scores.double().cpu().view(shape)
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
