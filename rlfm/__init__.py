@@ -13,6 +13,10 @@ In your own environment (Discrete spaces), step by step: ``agent = rlfm.InContex
 ``agent.act(state)`` and ``agent.observe(state, action, reward, next_state, terminated, truncated)``.
 """
 
+# the planning core (value iteration, policy evaluation, normalised values); imported here so that its
+# SciPy import (~0.2 s) is paid by `import rlfm`, not by the first call that plans (rlfm.graph, which it
+# reads, can only import it lazily)
+from rlfm import solve
 from rlfm.counts import Counts
 from rlfm.interactive import InContextAgent, QLearningAgent
 from rlfm.mdp import TabularMDP
@@ -30,4 +34,5 @@ __all__ = [
     "TabularMDP",
     "load_network",
     "predict_policy",
+    "solve",
 ]
