@@ -74,7 +74,8 @@ class PolicyNetwork(nn.Module):
             (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
             the exploration in the sampled policy does not bend.
         greedy_from: which head's argmax is the greedy policy: ``"policy"`` (the most probable action) or
-            ``"value"`` (the highest predicted advantage; needs ``value_head``).
+            ``"value"`` (the highest predicted advantage; needs ``value_head``); None: the value head if
+            there is one.
     """
 
     def __init__(
@@ -86,7 +87,7 @@ class PolicyNetwork(nn.Module):
         planner_inputs: bool = True,
         acting_temperature: float = 1.0,
         value_head: bool = False,
-        greedy_from: str = "policy",
+        greedy_from: str | None = None,
     ) -> None:
         super().__init__()
         self.greedy_from = checked_greedy_from(greedy_from, value_head)
@@ -269,8 +270,10 @@ def checked_acting_temperature(value: object) -> float:
 
 
 def checked_greedy_from(value: object, value_head: bool) -> str:
-    """``value`` if it names a readout this network has (``"policy"``, or ``"value"`` with a value head),
-    else ``ValueError``."""
+    """``value`` if it names a readout this network has (``"policy"``, or ``"value"`` with a value head;
+    None: the value head if there is one), else ``ValueError``."""
+    if value is None:
+        return "value" if value_head else "policy"
     if value not in GREEDY_READOUTS or (value == "value" and not value_head):
         raise ValueError(
             f"greedy_from must be 'policy', or 'value' for a network with a value head; got {value!r}"

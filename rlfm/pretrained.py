@@ -116,7 +116,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "planner_inputs": config.get("planner_inputs", False),
             "acting_temperature": config.get("acting_temperature", 1.0),
             "value_head": config.get("value_head", False),
-            "greedy_from": config.get("greedy_from", "policy"),
+            "greedy_from": config.get("greedy_from"),
         }
     elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
@@ -132,7 +132,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "dropout": hp["dropout"],
             "planner_inputs": hp.get("planner_inputs", False),
             "value_head": hp.get("value_head", False),
-            "greedy_from": "value" if hp.get("value_head", False) else "policy",
+            "greedy_from": None,  # a trained value head is read
         }
         prefix = "network."
         state_dict = content["state_dict"]
@@ -184,10 +184,8 @@ def export(
     network = load_network(checkpoint)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
-    if greedy_from is None:
-        greedy_from = network.greedy_from
     value_head = network.value_head is not None
-    greedy_from = checked_greedy_from(greedy_from, value_head)
+    greedy_from = checked_greedy_from(network.greedy_from if greedy_from is None else greedy_from, value_head)
     config = {
         "width": network.width,
         "heads": network.heads,

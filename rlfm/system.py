@@ -71,10 +71,11 @@ def relative_advantages(data: HeteroData) -> Tensor:
     return (q - best[sa_state]) / (best - worst).clamp(min=1e-3)[sa_state]
 
 
-def value_losses(data: HeteroData, values: Tensor) -> Tensor:
-    """(S,) the value head's loss per state: the summed squared error over its actions."""
+def value_losses(data: HeteroData, values: Tensor, target: Tensor) -> Tensor:
+    """(S,) the value head's loss per state: the summed squared error of ``values`` (SA,) over its actions,
+    against ``target`` = :func:`relative_advantages` (computed once for all the sweeps of a step)."""
     sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
-    error = (values - relative_advantages(data).to(values.dtype)).square()
+    error = (values - target.to(values.dtype)).square()
     return scatter(error, sa_state, dim=0, dim_size=S, reduce="sum")
 
 
@@ -132,7 +133,6 @@ class PolicyLearner(LightningModule):
             dropout=dropout,
             planner_inputs=planner_inputs,
             value_head=value_head,
-            greedy_from="value" if value_head else "policy",
         )
         if init_from is not None:
             self._initialise_from(init_from)
@@ -180,7 +180,8 @@ class PolicyLearner(LightningModule):
         loss = torch.stack([*earlier, losses["loss"].mean()]).mean()
         size = batch.num_graphs
         if self.hparams.value_head:
-            value_loss = torch.stack([value_losses(batch, r.values).mean() for r in unrolled]).mean()
+            target = relative_advantages(batch)
+            value_loss = torch.stack([value_losses(batch, r.values, target).mean() for r in unrolled]).mean()
             loss = loss + self.hparams.value_weight * value_loss
             self.log("train/value_loss", value_loss, batch_size=size)
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
@@ -238,7 +239,7 @@ class PolicyLearner(LightningModule):
         logits = readout.logits
         losses = policy_losses(data, logits)
         if readout.values is not None:
-            losses["value_loss"] = value_losses(data, readout.values)
+            losses["value_loss"] = value_losses(data, readout.values, relative_advantages(data))
         state_graph = data[STATE].batch
         per_graph = {
             name: scatter(value, state_graph, dim=0, dim_size=data.num_graphs, reduce="mean")
