@@ -5,6 +5,7 @@
   Lightning is imported only for these commands (:mod:`rlfm.lightning_cli`), so the others start fast.
   Lightning's ``predict`` is not offered: :func:`rlfm.predict_policy` is the prediction entry point.
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
+- ``rlfm compare BASE CANDIDATE``: a paired bootstrap over seeds of two benchmark runs (is one network better?).
 - ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
 - ``rlfm speed prior | model | inference``: data, training-step and prediction speed benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
@@ -23,6 +24,7 @@ COMMANDS = {
     "validate": "score a checkpoint on the validation MDPs (Lightning; --ckpt_path)",
     "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
     "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
+    "compare": "paired bootstrap of two benchmark runs on the same seeds (BASE CANDIDATE)",
     "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
     "speed": "measure data, model and inference speed (prior | model | inference)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
@@ -66,6 +68,10 @@ def _rlfm_command(command: str, argv: list[str]) -> int:
         from rlfm.evaluation.command import benchmark_main
 
         return benchmark_main(argv)
+    if command == "compare":
+        from rlfm.evaluation.compare import compare_main
+
+        return compare_main(argv)
     if command == "solve":
         from rlfm.environments import solve_main
 

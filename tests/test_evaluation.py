@@ -6,8 +6,10 @@ import torch
 
 from rlfm.agents.base import Agent
 from rlfm.benchmarks import get_benchmark
+from rlfm.cli import main
 from rlfm.counts import Counts
 from rlfm.evaluation.command import benchmark_main
+from rlfm.evaluation.compare import compare
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge, run_online
 from rlfm.evaluation.report import bootstrap_ci, markdown_table, summarize_online
@@ -277,3 +279,69 @@ def test_command_rejects_bad_requests(tmp_path):
         benchmark_main(["--workers", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         benchmark_main(["--mdp", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])
+
+
+def _results(mode: str, per_seed: dict[str, list], seed: int = 0) -> dict:
+    """A minimal benchmark results file: one rlfm record per MDP (offline: at dataset size 64)."""
+    protocol = {"episodes": 100} if mode == "online" else {"sizes": [64]}
+    records = []
+    for env, values in per_seed.items():
+        record = {"env": env, "agent": "rlfm"}
+        if mode == "offline":
+            record |= {"dataset_size": 64, "per_seed": values}
+        else:
+            episodes, regret = values
+            record |= {"per_seed": {"episodes_to_converge": episodes, "cumulative_regret": regret}}
+        records.append(record)
+    return {"mode": mode, "protocol": protocol, "seeds": 4, "seed": seed, "results": records}
+
+
+def test_compare_offline_is_paired_over_seeds():
+    base = _results("offline", {"a": [0.1, 0.5, 0.9, 0.3], "b": [0.0, 1.0, 0.2, 0.4]})
+    shifted = _results("offline", {"a": [0.2, 0.6, 1.0, 0.4], "b": [0.1, 1.1, 0.3, 0.5]})
+    report = compare(base, shifted)
+    # a constant gain on every seed has no sampling noise however different the seeds are
+    assert report["statistic"] == pytest.approx(0.1) and report["ci"] == pytest.approx([0.1, 0.1])
+    assert report["passes"] and report["per_mdp"]["a"] == pytest.approx([0.45, 0.55])
+    worse = _results("offline", {"a": [0.1, 0.5, 0.9, 0.3], "b": [0.0, 1.0, 0.2, 0.2]})
+    report = compare(base, worse)
+    assert report["statistic"] == pytest.approx(-0.025) and report["ci"][0] < -0.01 and not report["passes"]
+
+
+def test_compare_online_counts_never_as_cap_plus_one():
+    base = _results("online", {"a": ([10, 20, None, 30], [5.0, 6.0, 9.0, 7.0])})
+    better = _results("online", {"a": ([5, 10, 50, 15], [4.0, 5.0, 6.0, 5.0])})
+    report = compare(base, better)
+    # medians: base (20 + 30) / 2 = 25, candidate (10 + 15) / 2 = 12.5
+    assert report["statistic"] == pytest.approx(math.log(13.5 / 26))
+    assert report["per_mdp"]["a"]["converged_seeds"] == [3, 4]
+    assert report["ci"][1] < 0 and report["log_regret_ratio"] < 0 and report["passes"]
+    assert not compare(base, base)["passes"]  # the same network does not replace itself
+    with pytest.raises(ValueError, match="differ in seed"):
+        compare(base, _results("online", {"a": ([1, 1, 1, 1], [1.0] * 4)}, seed=7))
+    with pytest.raises(ValueError, match="different MDPs"):
+        compare(base, _results("online", {"b": ([1, 1, 1, 1], [1.0] * 4)}))
+
+
+def test_compare_command_on_real_runs(tmp_path, capsys):
+    argv = ["--mode", "offline", "--suite", "reference", "--envs", "gridworld_3x3", "--agents", "ce"]
+    out = tmp_path / "run"
+    assert benchmark_main([*argv, "--seeds", "3", "--sizes", "8,32", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "compare",
+                str(out),
+                str(out / "results.json"),
+                "--agent",
+                "ce",
+                "--json",
+                str(tmp_path / "c.json"),
+            ]
+        )
+        == 0
+    )
+    report = json.loads((tmp_path / "c.json").read_text())
+    assert report["statistic"] == 0 and report["ci"] == [0, 0] and report["passes"]
+    assert "passes (lower bound ≥ −0.01): True" in capsys.readouterr().out
+    assert main(["compare", str(out), str(tmp_path / "missing")]) == 2
