@@ -268,7 +268,7 @@ def test_workers_do_not_change_the_results(tmp_path, mode):
     assert len(records[1]) == 6 and records[2] == records[1]  # 3 MDPs x (2 agents | 2 sizes)
 
 
-def test_command_rejects_bad_requests(tmp_path):
+def test_command_rejects_bad_requests(tmp_path, capsys):
     with pytest.raises(SystemExit):
         benchmark_main(["--agents", "rlfm", "--temperature", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
@@ -279,6 +279,14 @@ def test_command_rejects_bad_requests(tmp_path):
         benchmark_main(["--workers", "0", "--out", str(tmp_path)])
     with pytest.raises(SystemExit):
         benchmark_main(["--mdp", str(tmp_path / "missing.npz"), "--out", str(tmp_path)])
+    for flags in (
+        ["--agents", "rlfm", "--replan-growth", "0"],
+        ["--agents", "ucbvi", "--replan-growth", "0.1"],
+        ["--mode", "offline", "--agents", "rlfm", "--replan-growth", "0.1"],
+    ):
+        with pytest.raises(SystemExit):
+            benchmark_main([*flags, "--out", str(tmp_path)])
+    assert "--replan-growth" in capsys.readouterr().err
 
 
 def _results(mode: str, per_seed: dict[str, list], seed: int = 0) -> dict:

@@ -91,6 +91,39 @@ def test_a_warm_started_agent_continues_from_its_last_plan():
     assert warm.embeddings is None  # a new protocol run starts cold
 
 
+def test_replan_growth_plans_a_run_only_once_its_data_grew_enough():
+    """With ``replan_growth`` κ a run keeps its policy until its transitions reach (1 + κ) times those of its
+    last plan; the runs that do re-plan get exactly the policy an every-call agent gives them."""
+    mdp = gridworld(3)
+    agent, every = small_agent(num_layers=3, replan_growth=0.5), small_agent(num_layers=3)
+    for a in (agent, every):
+        a.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(0))
+    empty = [Counts.empty_like(mdp) for _ in range(2)]
+    agent.plan(empty)
+    first = [Counts.empty_like(mdp).update([*range(9), 0], [1] * 10, -1.0, [2] * 10) for _ in range(2)]
+    agent.plan(first)  # planned before any data: both runs plan on their first data
+    assert agent.plans.tolist() == [2, 2]
+    grown = [c.copy() for c in first]
+    grown[0].update([0, 1, 2, 3, 4], [0] * 5, 0.0, [1] * 5)  # 15 >= 1.5 * 10: due
+    grown[1].update([5, 6, 7, 8], [0] * 4, 0.0, [1] * 4)  # 14 < 15: keeps its policy
+    before = agent.logits[1].clone()
+    agent.plan(grown)
+    every.plan(grown)
+    assert agent.plans.tolist() == [3, 2] and agent.planned_at.tolist() == [15.0, 10.0]
+    torch.testing.assert_close(agent.logits[0], every.logits[0], atol=1e-5, rtol=1e-5)  # float32, other batch
+    assert torch.equal(agent.logits[1], before) and not torch.equal(agent.logits[1], every.logits[1])
+    agent.plan(grown)  # nothing new: no network call
+    assert agent.plans.tolist() == [3, 2] and len(agent.layers_used) == 3
+    assert agent.hyperparameters()["replan_growth"] == 0.5 and "replan_growth" not in every.hyperparameters()
+    for bad in (
+        {"replan_growth": 0.0},
+        {"replan_growth": float("nan")},
+        {"replan_growth": 1.0, "warm_start": True},
+    ):
+        with pytest.raises(ValueError, match="replan_growth"):
+            small_agent(**bad)
+
+
 def test_packaged_network_loads_by_name():
     assert PACKAGED_CHECKPOINT.exists(), "the pretrained network must ship inside the package"
     agent = make_agent("rlfm")

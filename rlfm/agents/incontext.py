@@ -17,6 +17,7 @@ network with a value head read greedily (``greedy_from="value"``) the argmax of 
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -46,6 +47,9 @@ class BatchedInContextAgent(Agent):
         max_layers: the cap of that unrolling.
         warm_start: a network that unrolls until its policy settles starts each plan from the embeddings
             where the previous plan settled (at least 2 sweeps) instead of from the encoded inputs.
+        replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
+            its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
+            log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
         device: where the network runs (default: CPU).
     """
 
@@ -60,10 +64,17 @@ class BatchedInContextAgent(Agent):
         num_layers: int | None = None,
         max_layers: int = 256,
         warm_start: bool = False,
+        replan_growth: float | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
+            raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
+        if replan_growth is not None and warm_start:
+            raise ValueError(
+                "warm_start and replan_growth cannot be combined (a warm start needs every run planned)"
+            )
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.network = (network if network is not None else load_network(checkpoint)).to(self.device).eval()
@@ -71,18 +82,47 @@ class BatchedInContextAgent(Agent):
         self.num_layers = num_layers
         self.max_layers = max_layers
         self.warm_start = warm_start
+        self.replan_growth = replan_growth
         self.layers_used: list[int] = []
 
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
         self.layout = ActionLayout(num_actions)
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
         self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)  # no data: uniform
-        self.greedy_scores = self.logits
+        self.greedy_scores = self.logits.clone()  # rows are overwritten in place: keep them apart
         self.layers_used = []
         self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
+        self.planned_at = torch.full(
+            (runs,), -1.0, dtype=torch.float64
+        )  # transitions at each run's last plan
+        self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
+
+    def due(self, counts: list[Counts]) -> Tensor:
+        """(R,) runs to plan now: every run, or with ``replan_growth`` κ those whose transitions n reached
+        (1 + κ)·n_last (and those never planned, or planned before any data)."""
+        if self.replan_growth is None:
+            return torch.ones(len(counts), dtype=torch.bool)
+        observed = self._observed(counts)
+        grown = observed >= (1.0 + self.replan_growth) * self.planned_at
+        return grown | (self.planned_at <= 0) & (observed > self.planned_at)
 
     @torch.no_grad()
     def plan(self, counts: list[Counts]) -> None:
+        due = self.due(counts)
+        if not bool(due.any()):
+            return
+        runs = due.nonzero().squeeze(1)
+        due_counts = [counts[r] for r in runs.tolist()]
+        self.planned_at[runs] = self._observed(due_counts)
+        self.plans[runs] += 1
+        self._plan_runs(runs, due_counts)
+
+    @staticmethod
+    def _observed(counts: list[Counts]) -> Tensor:
+        return torch.tensor([float(c.num_observed) for c in counts], dtype=torch.float64)
+
+    def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
+        """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
         batch = Batch.from_data_list(
             observation_graphs(counts, [self.gamma] * len(counts), planner=self.network.planner_inputs)
         ).to(self.device)
@@ -103,8 +143,8 @@ class BatchedInContextAgent(Agent):
             )
         self.layers_used.append(layers)
         shape = (len(counts), self.layout.num_pairs)
-        self.logits = logits.double().cpu().view(shape)
-        self.greedy_scores = greedy_scores.double().cpu().view(shape)
+        self.logits[runs] = logits.double().cpu().view(shape)
+        self.greedy_scores[runs] = greedy_scores.double().cpu().view(shape)
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
@@ -125,4 +165,5 @@ class BatchedInContextAgent(Agent):
             "temperature": self.temperature,
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),
+            **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
         }

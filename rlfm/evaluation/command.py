@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the rlfm agent's sampling temperature, > 0 (default: the network's own, chosen on validation)",
     )
     parser.add_argument(
+        "--replan-growth",
+        type=float,
+        default=None,
+        metavar="KAPPA",
+        help="online: rlfm re-plans a run only once its data grew by the factor 1 + KAPPA (default: every episode)",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
     )
     parser.add_argument(
@@ -233,6 +240,12 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--epsilon must be a probability in [0, 1], got {args.epsilon}")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
+    if args.replan_growth is not None and not (math.isfinite(args.replan_growth) and args.replan_growth > 0):
+        raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
+    if args.replan_growth is not None and args.mode != "online":
+        raise ValueError(
+            "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
+        )
     args.sizes = _sizes(args.sizes)
     for flag in ("agents", "envs"):
         text = getattr(args, flag)
@@ -282,9 +295,11 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
     if "rlfm" not in agents:
-        for flag in ("checkpoint", "temperature"):
+        for flag in ("checkpoint", "temperature", "replan_growth"):
             if getattr(args, flag) is not None:
-                raise ValueError(f"--{flag} is read only by the rlfm agent, which is not among the agents")
+                raise ValueError(
+                    f"--{flag.replace('_', '-')} is read only by the rlfm agent, which is not among the agents"
+                )
 
 
 def _agent_list(args: argparse.Namespace) -> list[str]:
@@ -340,7 +355,11 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Settings given on the command line that only the rlfm agent takes."""
     if name != "rlfm":
         return {}
-    extra = {"checkpoint": args.checkpoint, "temperature": args.temperature}
+    extra = {
+        "checkpoint": args.checkpoint,
+        "temperature": args.temperature,
+        "replan_growth": args.replan_growth,
+    }
     return {key: value for key, value in extra.items() if value is not None}
 
 
