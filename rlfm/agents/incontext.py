@@ -92,9 +92,8 @@ class BatchedInContextAgent(Agent):
         self.greedy_scores = self.logits.clone()  # rows are overwritten in place: keep them apart
         self.layers_used = []
         self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
-        self.planned_at = torch.full(
-            (runs,), -1.0, dtype=torch.float64
-        )  # transitions at each run's last plan
+        # transitions at each run's last plan (-1: never planned)
+        self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
         self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
 
     def due(self, counts: list[Counts]) -> Tensor:
