@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ import torch
 from torch import Tensor
 
 from rlfm.arguments import OneLineParser
-from rlfm.evaluation.report import BOOTSTRAP_RESAMPLES, LEVEL
+from rlfm.evaluation.report import BOOTSTRAP_RESAMPLES, median_of_last, percentile_interval
 
 SAME_RUN_KEYS = ("mode", "protocol", "seeds", "seed")
 
@@ -81,13 +80,6 @@ def paired_cells(
     return keys, torch.stack([b[k] for k in keys]), torch.stack([c[k] for k in keys])
 
 
-def _median(values: Tensor) -> Tensor:
-    """Median along the last dimension, the mean of the two middle values for an even count."""
-    ordered = values.sort(dim=-1).values
-    n = values.shape[-1]
-    return 0.5 * (ordered[..., (n - 1) // 2] + ordered[..., n // 2])
-
-
 def offline_statistic(base: Tensor, candidate: Tensor, index: Tensor) -> Tensor:
     """Δ = mean candidate − base over cells and the seeds in ``index``. base, candidate: (cells, seeds);
     index: (resamples, seeds) → (resamples,)."""
@@ -97,7 +89,10 @@ def offline_statistic(base: Tensor, candidate: Tensor, index: Tensor) -> Tensor:
 def online_statistic(base: Tensor, candidate: Tensor, index: Tensor) -> Tensor:
     """Σ_MDP log((median episodes + 1) ratio) over the seeds in ``index``. base, candidate: (MDPs, 2, seeds)
     with row 0 the episodes; index: (resamples, seeds) → (resamples,)."""
-    b, c = _median(base[:, 0][:, index]), _median(candidate[:, 0][:, index])  # (MDPs, resamples)
+    b, c = (
+        median_of_last(base[:, 0][:, index]),
+        median_of_last(candidate[:, 0][:, index]),
+    )  # (MDPs, resamples)
     return torch.log((c + 1.0) / (b + 1.0)).sum(dim=0)
 
 
@@ -112,10 +107,7 @@ def compare(
     index = torch.randint(0, seeds, (BOOTSTRAP_RESAMPLES, seeds), generator=generator)
     every_seed = torch.arange(seeds)[None]
     statistic = offline_statistic if base["mode"] == "offline" else online_statistic
-    samples = statistic(b, c, index).sort().values
-    tail = (1.0 - LEVEL) / 2.0
-    low = float(samples[math.floor(tail * (BOOTSTRAP_RESAMPLES - 1))])
-    high = float(samples[math.ceil((1.0 - tail) * (BOOTSTRAP_RESAMPLES - 1))])
+    low, high = percentile_interval(statistic(b, c, index))
     report: dict[str, Any] = {
         "mode": base["mode"],
         "agent": agent,
@@ -137,7 +129,7 @@ def compare(
         cap = base["protocol"]["episodes"]
         report["per_mdp"] = {
             env: {
-                "median_episodes": [float(_median(b[i, 0])), float(_median(c[i, 0]))],
+                "median_episodes": [float(median_of_last(b[i, 0])), float(median_of_last(c[i, 0]))],
                 "converged_seeds": [int((b[i, 0] <= cap).sum()), int((c[i, 0] <= cap).sum())],
                 "mean_regret": [float(mean_regret_b[i]), float(mean_regret_c[i])],
             }

@@ -41,17 +41,26 @@ def bootstrap_ci(
     samples = data[index]
     if statistic == "mean":
         stats = samples.mean(dim=1)
-    elif statistic == "median":  # the mean of the two middle values, like statistics.median
-        ordered = samples.sort(dim=1).values
-        n = data.numel()
-        stats = 0.5 * (ordered[:, (n - 1) // 2] + ordered[:, n // 2])
+    elif statistic == "median":
+        stats = median_of_last(samples)
     else:
         raise ValueError(f"unknown statistic {statistic!r}")
-    stats = stats.sort().values
-    tail = (1.0 - level) / 2.0
-    low = stats[math.floor(tail * (BOOTSTRAP_RESAMPLES - 1))]
-    high = stats[math.ceil((1.0 - tail) * (BOOTSTRAP_RESAMPLES - 1))]
+    low, high = percentile_interval(stats, level)
     return [_finite(low), _finite(high)]
+
+
+def median_of_last(values: Tensor) -> Tensor:
+    """Median along the last dimension: the mean of the two middle values, like statistics.median."""
+    ordered = values.sort(dim=-1).values
+    n = values.shape[-1]
+    return 0.5 * (ordered[..., (n - 1) // 2] + ordered[..., n // 2])
+
+
+def percentile_interval(samples: Tensor, level: float = LEVEL) -> tuple[float, float]:
+    """The central ``level`` percentile interval of bootstrap ``samples`` (1-D)."""
+    stats, count = samples.sort().values, samples.numel()
+    tail = (1.0 - level) / 2.0
+    return float(stats[math.floor(tail * (count - 1))]), float(stats[math.ceil((1.0 - tail) * (count - 1))])
 
 
 def _finite(value: Tensor | float) -> float | None:
