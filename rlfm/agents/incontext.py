@@ -96,29 +96,24 @@ class BatchedInContextAgent(Agent):
         self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
         self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
 
-    def due(self, counts: list[Counts]) -> Tensor:
-        """(R,) runs to plan now: every run, or with ``replan_growth`` κ those whose transitions n reached
-        (1 + κ)·n_last (and those never planned, or planned before any data)."""
+    def due(self, observed: Tensor) -> Tensor:
+        """(R,) runs to plan now, given each run's transitions ``observed`` (R,): every run, or with
+        ``replan_growth`` κ those that reached (1 + κ)·n_last (and those never planned, or planned before
+        any data)."""
         if self.replan_growth is None:
-            return torch.ones(len(counts), dtype=torch.bool)
-        observed = self._observed(counts)
+            return torch.ones_like(observed, dtype=torch.bool)
         grown = observed >= (1.0 + self.replan_growth) * self.planned_at
         return grown | (self.planned_at <= 0) & (observed > self.planned_at)
 
     @torch.no_grad()
     def plan(self, counts: list[Counts]) -> None:
-        due = self.due(counts)
-        if not bool(due.any()):
+        observed = torch.tensor([float(c.num_observed) for c in counts], dtype=torch.float64)
+        runs = self.due(observed).nonzero().squeeze(1)
+        if runs.numel() == 0:
             return
-        runs = due.nonzero().squeeze(1)
-        due_counts = [counts[r] for r in runs.tolist()]
-        self.planned_at[runs] = self._observed(due_counts)
+        self.planned_at[runs] = observed[runs]
         self.plans[runs] += 1
-        self._plan_runs(runs, due_counts)
-
-    @staticmethod
-    def _observed(counts: list[Counts]) -> Tensor:
-        return torch.tensor([float(c.num_observed) for c in counts], dtype=torch.float64)
+        self._plan_runs(runs, [counts[r] for r in runs.tolist()])
 
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
