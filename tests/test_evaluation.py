@@ -331,6 +331,30 @@ def test_compare_online_counts_never_as_cap_plus_one():
         compare(base, _results("online", {"b": ([1, 1, 1, 1], [1.0] * 4)}))
 
 
+def test_compare_groups_of_networks_count_training_noise():
+    a = [0.1, 0.5, 0.9, 0.3]
+    base = [_results("offline", {"a": a}), _results("offline", {"a": [v + 0.2 for v in a]})]
+    candidate = [_results("offline", {"a": [v + d for v in a]}) for d in (0.1, 0.3)]
+    # each candidate network beats its own base network by 0.1 on every seed: alone, a zero-width interval
+    assert compare(base[1], candidate[1])["ci"] == pytest.approx([0.1, 0.1])
+    # as recipes, the networks drawn decide: Δ = 0.1 + 0.2 (share of the better candidate − of the better
+    # base); both draws at the extremes (probability 1/16 each) set the 95 % interval
+    report = compare(base, candidate)
+    assert report["networks"] == [2, 2] and report["statistic"] == pytest.approx(0.1)
+    assert report["ci"] == pytest.approx([-0.1, 0.3]) and not report["passes"]
+    assert report["per_mdp"]["a"] == pytest.approx([0.55, 0.65])
+    # online, the drawn networks' seeds are pooled before the median
+    first = _results("online", {"a": ([10, 20, None, 30], [5.0, 6.0, 9.0, 7.0])})
+    second = _results("online", {"a": ([40, 40, 40, 40], [8.0] * 4)})
+    report = compare([first, second], first)
+    # pooled: 10 20 30 40 40 40 40 101 → median 40; the candidate alone: 25
+    assert report["statistic"] == pytest.approx(math.log(26 / 41))
+    assert report["per_mdp"]["a"]["converged_seeds"] == [7, 3]
+    assert report["per_mdp"]["a"]["mean_regret"] == pytest.approx([59 / 8, 6.75])
+    with pytest.raises(ValueError, match="differ in seed"):
+        compare([first, _results("online", {"a": ([1] * 4, [1.0] * 4)}, seed=7)], first)
+
+
 def test_compare_command_on_real_runs(tmp_path, capsys):
     argv = ["--mode", "offline", "--suite", "reference", "--envs", "gridworld_3x3", "--agents", "ce"]
     out = tmp_path / "run"
@@ -352,4 +376,8 @@ def test_compare_command_on_real_runs(tmp_path, capsys):
     report = json.loads((tmp_path / "c.json").read_text())
     assert report["statistic"] == 0 and report["ci"] == [0, 0] and report["passes"]
     assert "passes (lower bound ≥ −0.01): True" in capsys.readouterr().out
+    assert (
+        main(["compare", f"{out},{out}", str(out), "--agent", "ce"]) == 0
+    )  # two runs on one side: networks 2 vs 1
+    assert "3 paired seeds × networks 2 vs 1" in capsys.readouterr().out
     assert main(["compare", str(out), str(tmp_path / "missing")]) == 2

@@ -1,4 +1,4 @@
-"""``rlfm compare BASE CANDIDATE``: is one network better than another on the same seeds, beyond noise?
+"""``rlfm compare BASE CANDIDATE``: is one network (or training recipe) better than another, beyond noise?
 
 Both arguments are ``rlfm benchmark`` outputs (a ``results.json`` or its directory) of the same mode, suite
 slice, seeds and protocol, so seed i saw the same MDP draw, dataset or environment stream in both: the
@@ -9,18 +9,27 @@ MDP and size) and recomputes
 - online: Σ over MDPs of log((median episodes of the candidate + 1) / (median of the base + 1)), a seed
   that never converged counting as cap + 1; beside it (not resampled) Σ log(mean regret ratio).
 
+Either side may be several runs, one per network trained by the same recipe with different training seeds
+(comma-separated on the command line). Then each resample also draws that side's networks with
+replacement, values are averaged (offline) or pooled before the median (online) over the drawn networks,
+and the interval counts training-seed noise beside evaluation noise. With one network per side it is the
+plain paired bootstrap above; with two, the network draw still understates training noise (a bootstrap of
+two things sees half their variance), so three or more per side are better.
+
 The candidate passes if, offline, the interval's lower bound is ≥ −margin (default 0.01: not worse beyond
 noise), and online, the interval's upper bound is < 0 (fewer episodes beyond noise) and the regret sum is
 ≤ 0. That is the rule the README uses to decide whether a new network replaces the shipped one; it is
 meant for validation MDPs, never for the reported suites.
 
 >>> compare_main(["runs/offline_default", "runs/offline_new"])  # doctest: +SKIP
+>>> compare_main(["runs/old_seed0,runs/old_seed1", "runs/new_seed0,runs/new_seed1"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,71 +75,105 @@ def per_seed_cells(results: dict[str, Any], agent: str) -> dict[tuple[str, int],
 
 
 def paired_cells(
-    base: dict[str, Any], candidate: dict[str, Any], agent: str
+    base: Sequence[dict[str, Any]], candidate: Sequence[dict[str, Any]], agent: str
 ) -> tuple[list[tuple[str, int]], Tensor, Tensor]:
-    """The cells both runs have, as stacked tensors (cells, seeds) or (cells, 2, seeds); checks that the
-    runs are comparable seed for seed."""
+    """The cells every run has, stacked per side as (networks, cells, seeds) or (networks, cells, 2, seeds);
+    checks that all runs are comparable seed for seed."""
+    runs = [*base, *candidate]
     for key in SAME_RUN_KEYS:
-        if base.get(key) != candidate.get(key):
-            raise ValueError(f"the runs differ in {key}: {base.get(key)} vs {candidate.get(key)}")
-    b, c = per_seed_cells(base, agent), per_seed_cells(candidate, agent)
-    if set(b) != set(c):
-        raise ValueError(f"the runs cover different MDPs or sizes: {sorted(set(b) ^ set(c))}")
-    keys = sorted(b)
-    return keys, torch.stack([b[k] for k in keys]), torch.stack([c[k] for k in keys])
+        for run in runs[1:]:
+            if run.get(key) != runs[0].get(key):
+                raise ValueError(f"the runs differ in {key}: {runs[0].get(key)} vs {run.get(key)}")
+    cells = [per_seed_cells(run, agent) for run in runs]
+    for other in cells[1:]:
+        if set(other) != set(cells[0]):
+            raise ValueError(f"the runs cover different MDPs or sizes: {sorted(set(other) ^ set(cells[0]))}")
+    keys = sorted(cells[0])
+    stacked = torch.stack([torch.stack([run[k] for k in keys]) for run in cells])
+    return keys, stacked[: len(base)], stacked[len(base) :]
 
 
-def offline_statistic(base: Tensor, candidate: Tensor, index: Tensor) -> Tensor:
-    """Δ = mean candidate − base over cells and the seeds in ``index``. base, candidate: (cells, seeds);
-    index: (resamples, seeds) → (resamples,)."""
-    return (candidate - base)[:, index].mean(dim=(0, 2))
+def draw(values: Tensor, networks: Tensor, index: Tensor) -> Tensor:
+    """The resampled values of one side. values: (networks, cells, seeds); networks: (resamples, n) drawn
+    network indices; index: (resamples, seeds) drawn seed indices → (resamples, cells, n · seeds), the
+    drawn networks' seeds side by side."""
+    picked = values[networks]  # (resamples, n, cells, seeds)
+    seeds = index[:, None, None, :].expand(-1, picked.shape[1], picked.shape[2], -1)
+    picked = picked.gather(-1, seeds)
+    return picked.permute(0, 2, 1, 3).flatten(2)
 
 
-def online_statistic(base: Tensor, candidate: Tensor, index: Tensor) -> Tensor:
-    """Σ_MDP log((median episodes + 1) ratio) over the seeds in ``index``. base, candidate: (MDPs, 2, seeds)
-    with row 0 the episodes; index: (resamples, seeds) → (resamples,)."""
-    b, c = (
-        median_of_last(base[:, 0][:, index]),
-        median_of_last(candidate[:, 0][:, index]),
-    )  # (MDPs, resamples)
-    return torch.log((c + 1.0) / (b + 1.0)).sum(dim=0)
+def offline_statistic(base: Tensor, candidate: Tensor) -> Tensor:
+    """Δ = mean candidate − base over cells and drawn (network, seed) pairs. base, candidate: (resamples,
+    cells, draws) → (resamples,)."""
+    return candidate.mean(dim=(1, 2)) - base.mean(dim=(1, 2))
+
+
+def online_statistic(base: Tensor, candidate: Tensor) -> Tensor:
+    """Σ_MDP log((median episodes + 1) ratio) over the drawn (network, seed) pairs. base, candidate:
+    (resamples, MDPs, draws) of episodes → (resamples,)."""
+    return torch.log((median_of_last(candidate) + 1.0) / (median_of_last(base) + 1.0)).sum(dim=-1)
+
+
+def _as_runs(results: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    runs = [results] if isinstance(results, dict) else list(results)
+    if not runs:
+        raise ValueError("each side of a comparison needs at least one benchmark run")
+    return runs
 
 
 def compare(
-    base: dict[str, Any], candidate: dict[str, Any], agent: str = "rlfm", margin: float = 0.01, seed: int = 0
+    base: dict[str, Any] | Sequence[dict[str, Any]],
+    candidate: dict[str, Any] | Sequence[dict[str, Any]],
+    agent: str = "rlfm",
+    margin: float = 0.01,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The paired comparison of two benchmark runs (module docstring): statistic, interval, per-MDP
-    numbers and whether the candidate passes."""
+    """The paired comparison of two benchmark runs, or of two groups of runs (one per training seed of a
+    recipe; module docstring): statistic, interval, per-MDP numbers and whether the candidate passes."""
+    base, candidate = _as_runs(base), _as_runs(candidate)
     keys, b, c = paired_cells(base, candidate, agent)
+    offline = base[0]["mode"] == "offline"
+    if not offline:  # the resampled statistic reads the episodes; the regret is reported beside it
+        b, c, regret_b, regret_c = b[:, :, 0], c[:, :, 0], b[:, :, 1], c[:, :, 1]
     seeds = b.shape[-1]
     generator = torch.Generator().manual_seed(seed)
     index = torch.randint(0, seeds, (BOOTSTRAP_RESAMPLES, seeds), generator=generator)
-    every_seed = torch.arange(seeds)[None]
-    statistic = offline_statistic if base["mode"] == "offline" else online_statistic
-    low, high = percentile_interval(statistic(b, c, index))
+
+    def networks(n: int) -> Tensor:  # one network per side draws nothing: the plain paired bootstrap
+        if n == 1:
+            return torch.zeros(BOOTSTRAP_RESAMPLES, 1, dtype=torch.long)
+        return torch.randint(0, n, (BOOTSTRAP_RESAMPLES, n), generator=generator)
+
+    statistic = offline_statistic if offline else online_statistic
+    low, high = percentile_interval(
+        statistic(draw(b, networks(len(b)), index), draw(c, networks(len(c)), index))
+    )
+    every = (torch.arange(len(b))[None], torch.arange(len(c))[None], torch.arange(seeds)[None])
     report: dict[str, Any] = {
-        "mode": base["mode"],
+        "mode": base[0]["mode"],
         "agent": agent,
         "seeds": seeds,
-        "statistic": float(statistic(b, c, every_seed)[0]),
+        "networks": [len(b), len(c)],
+        "statistic": float(statistic(draw(b, every[0], every[2]), draw(c, every[1], every[2]))[0]),
         "ci": [low, high],
     }
     envs = sorted({env for env, _ in keys})
-    if base["mode"] == "offline":
+    if offline:
         report["margin"] = margin
         report["passes"] = low >= -margin
         report["per_mdp"] = {
-            env: [float(t[[k[0] == env for k in keys]].mean()) for t in (b, c)] for env in envs
+            env: [float(t[:, [k[0] == env for k in keys]].mean()) for t in (b, c)] for env in envs
         }
     else:
-        mean_regret_b, mean_regret_c = b[:, 1].mean(dim=-1), c[:, 1].mean(dim=-1)
+        mean_regret_b, mean_regret_c = regret_b.mean(dim=(0, 2)), regret_c.mean(dim=(0, 2))
         report["log_regret_ratio"] = float(torch.log(mean_regret_c / mean_regret_b).sum())
         report["passes"] = high < 0 and report["log_regret_ratio"] <= 0
-        cap = base["protocol"]["episodes"]
+        cap = base[0]["protocol"]["episodes"]
         report["per_mdp"] = {
             env: {
-                "median_episodes": [float(median_of_last(b[i, 0])), float(median_of_last(c[i, 0]))],
-                "converged_seeds": [int((b[i, 0] <= cap).sum()), int((c[i, 0] <= cap).sum())],
+                "median_episodes": [float(median_of_last(t[:, i].flatten())) for t in (b, c)],
+                "converged_seeds": [int((t[:, i] <= cap).sum()) for t in (b, c)],
                 "mean_regret": [float(mean_regret_b[i]), float(mean_regret_c[i])],
             }
             for i, (env, _) in enumerate(keys)
@@ -141,8 +184,11 @@ def compare(
 def format_report(report: dict[str, Any], base_name: str, candidate_name: str) -> str:
     """The comparison as readable lines: per MDP base → candidate, the statistic and the verdict."""
     low, high = report["ci"]
+    networks = report["networks"]
+    per_side = "" if networks == [1, 1] else f" × networks {networks[0]} vs {networks[1]}"
     lines = [
-        f"{report['mode']}, {report['agent']}, {report['seeds']} paired seeds: {base_name} → {candidate_name}"
+        f"{report['mode']}, {report['agent']}, {report['seeds']} paired seeds{per_side}: "
+        f"{base_name} → {candidate_name}"
     ]
     if report["mode"] == "offline":
         for env, (b, c) in report["per_mdp"].items():
@@ -154,8 +200,9 @@ def format_report(report: dict[str, Any], base_name: str, candidate_name: str) -
     else:
         for env, row in report["per_mdp"].items():
             (eb, ec), (nb, nc), (rb, rc) = row["median_episodes"], row["converged_seeds"], row["mean_regret"]
+            tb, tc = (n * report["seeds"] for n in networks)
             lines.append(
-                f"  {env:<28} median episodes {eb:6.1f} → {ec:6.1f}   converged {nb:2d} → {nc:2d}"
+                f"  {env:<28} median episodes {eb:6.1f} → {ec:6.1f}   converged {nb:2d}/{tb} → {nc:2d}/{tc}"
                 f"   mean regret {rb:7.1f} → {rc:7.1f}"
             )
         lines.append(
@@ -170,12 +217,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(
         prog="rlfm compare",
         description="Paired bootstrap over seeds of two rlfm benchmark runs (same mode, MDPs, seeds): does "
-        "the candidate beat the base beyond noise? Offline: mean normalised value difference, passes if "
+        "the candidate beat the base beyond noise? Either side may list several runs separated by commas "
+        "(networks of one recipe with different training seeds): each resample then also draws networks. "
+        "Offline: mean normalised value difference, passes if "
         "its 95% lower bound is >= -margin. Online: sum over MDPs of log median-episode ratios, passes if "
         "its upper bound is < 0 and the sum of log mean-regret ratios is <= 0.",
     )
-    parser.add_argument("base", help="results.json (or its directory) of the network to beat")
-    parser.add_argument("candidate", help="results.json (or its directory) of the challenger")
+    parser.add_argument(
+        "base", help="results.json (or its directory) of the network to beat; RUN1,RUN2,... for several"
+    )
+    parser.add_argument(
+        "candidate", help="results.json (or its directory) of the challenger; RUN1,RUN2,... for several"
+    )
     parser.add_argument("--agent", default="rlfm", help="the agent compared in both runs (default: rlfm)")
     parser.add_argument("--margin", type=float, default=0.01, help="offline: tolerated loss (default: 0.01)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the comparison here")
@@ -184,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def compare_main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    report = compare(load_results(args.base), load_results(args.candidate), args.agent, args.margin)
+    base, candidate = (
+        [load_results(path) for path in side.split(",")] for side in (args.base, args.candidate)
+    )
+    report = compare(base, candidate, args.agent, args.margin)
     print(format_report(report, args.base, args.candidate))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=1))
