@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test")  # no `predict`: use rlfm.predict_policy or `rlfm benchmark`
@@ -41,6 +42,16 @@ USAGE = (
 
 def main(args: list[str] | None = None) -> int | None:
     """Entry point of the ``rlfm`` console script; ``args`` defaults to ``sys.argv[1:]``."""
+    try:
+        status = _main(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is caught below
+        return status
+    except BrokenPipeError:  # the reader went away (`rlfm --help | head -1`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _main(args: list[str] | None) -> int | None:
     argv = list(sys.argv[1:] if args is None else args)
     command = argv[0] if argv else ""
     if command in ("-h", "--help"):
@@ -58,6 +69,8 @@ def main(args: list[str] | None = None) -> int | None:
         return _lightning(None if args is None else argv)  # None: Lightning reads sys.argv itself
     try:
         return _rlfm_command(command, argv[1:])
+    except BrokenPipeError:
+        raise
     except (ValueError, OSError) as error:  # bad input found below the command's own checks
         print(f"rlfm {command}: error: {error}", file=sys.stderr)
         return 2

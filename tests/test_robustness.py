@@ -537,6 +537,16 @@ def test_rlfm_help_lists_every_command_and_predict_is_not_offered(capsys):
     assert main([]) == 2 and "no command given" in capsys.readouterr().err
 
 
+def test_help_into_a_closed_pipe_stops_quietly():
+    # `rlfm --help | head -1`: the reader is gone before rlfm writes
+    process = subprocess.Popen(
+        [sys.executable, "-m", "rlfm", "--help"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    process.stdout.close()
+    assert process.wait(timeout=60) == 1
+    assert process.stderr.read() == b""
+
+
 def test_export_errors_are_one_line(tmp_path, capsys):
     assert main(["export", str(tmp_path / "missing.ckpt"), str(tmp_path / "out.pt")]) == 2
     err = capsys.readouterr().err.strip()
