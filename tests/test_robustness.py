@@ -608,8 +608,9 @@ class KillAtStep(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _overrides(path: Path, every_step: bool, kill_at: int | None = None) -> Path:
-    """A config over configs/tiny.yaml: 6 steps, a checkpoint every step (no validation) or every epoch."""
+def _overrides(path: Path, every_step: bool, kill_at: int | None = None, average: bool = False) -> Path:
+    """A config over configs/tiny.yaml: 6 steps, a checkpoint every step (no validation) or every epoch,
+    optionally an exponential moving average of the weights."""
     checkpoint = {"dirpath": "checkpoints", "save_last": True}
     trainer: dict = {"max_steps": 6, "logger": False}
     if every_step:
@@ -618,6 +619,10 @@ def _overrides(path: Path, every_step: bool, kill_at: int | None = None) -> Path
     callbacks = [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": checkpoint}]
     if kill_at is not None:
         callbacks.append({"class_path": "tests.test_robustness.KillAtStep", "init_args": {"step": kill_at}})
+    if average:
+        callbacks.append(
+            {"class_path": "lightning.pytorch.callbacks.EMAWeightAveraging", "init_args": {"decay": 0.5}}
+        )
     path.write_text(yaml.safe_dump({"trainer": {**trainer, "callbacks": callbacks}}))
     return path
 
@@ -627,17 +632,18 @@ MODEL_FLAGS = ["--model.dropout", "0.2", "--model.long_unroll", "0.5", "--model.
 
 
 @pytest.mark.parametrize(
-    "every_step,kill_at",
+    "every_step,kill_at,average",
     [
-        pytest.param(True, 3, id="every-step"),
-        pytest.param(False, 2, id="every-epoch", marks=pytest.mark.slow),
+        pytest.param(True, 3, False, id="every-step"),
+        pytest.param(True, 3, True, id="every-step-averaged"),
+        pytest.param(False, 2, False, id="every-epoch", marks=pytest.mark.slow),
     ],
 )
-def test_sigkilled_run_resumes_exactly(tmp_path, monkeypatch, every_step, kill_at):
+def test_sigkilled_run_resumes_exactly(tmp_path, monkeypatch, every_step, kill_at, average):
     for name in ("straight", "killed", "resumed"):
         (tmp_path / name).mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}  # the tests run on one thread
-    killed_config = _overrides(tmp_path / "killed.yaml", every_step, kill_at)
+    killed_config = _overrides(tmp_path / "killed.yaml", every_step, kill_at, average)
     fit = ["fit", "--config", str(TINY), "--config"]
     killed = subprocess.Popen(
         [sys.executable, "-m", "rlfm.cli", *fit, str(killed_config), *MODEL_FLAGS],
@@ -647,7 +653,7 @@ def test_sigkilled_run_resumes_exactly(tmp_path, monkeypatch, every_step, kill_a
         stderr=subprocess.PIPE,
         text=True,
     )
-    config = str(_overrides(tmp_path / "run.yaml", every_step))
+    config = str(_overrides(tmp_path / "run.yaml", every_step, average=average))
     monkeypatch.chdir(tmp_path / "straight")
     main([*fit, config, *MODEL_FLAGS])  # uninterrupted, meanwhile
     _, err = killed.communicate(timeout=300)
@@ -662,9 +668,11 @@ def test_sigkilled_run_resumes_exactly(tmp_path, monkeypatch, every_step, kill_a
         for run in ("straight", "resumed")
     )
     assert straight["global_step"] == resumed["global_step"] == 6
-    assert straight["state_dict"].keys() == resumed["state_dict"].keys()
-    for name, value in straight["state_dict"].items():
-        assert torch.equal(value, resumed["state_dict"][name]), name
+    weights = ("state_dict", "current_model_state") if average else ("state_dict",)  # the average; trained
+    for key in weights:
+        assert straight[key].keys() == resumed[key].keys()
+        for name, value in straight[key].items():
+            assert torch.equal(value, resumed[key][name]), (key, name)
     assert isinstance(load_network(tmp_path / "resumed" / "checkpoints" / "last.ckpt"), PolicyNetwork)
 
 

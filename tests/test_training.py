@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
 from torch_geometric.data import Batch, HeteroData
 
 from datamodules import PriorDataModule
@@ -116,6 +116,18 @@ def test_resumed_run_continues_step_and_stream(tmp_path):
     assert [s["stream_position"][0] for s in resumed] == [2, 3, 4]
     assert [s["step"] for s in resumed] == [2, 3, 4]
     assert [s["fingerprints"] for s in first + resumed] == [s["fingerprints"] for s in straight]
+
+
+def test_weight_averaging_exports_the_average(tmp_path):
+    model = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3)
+    callbacks = [ModelCheckpoint(dirpath=tmp_path, save_last=True), EMAWeightAveraging(decay=0.5)]
+    tiny_trainer(tmp_path, 4, callbacks=callbacks, limit_val_batches=0).fit(model, tiny_data())
+    saved = torch.load(tmp_path / "last.ckpt", map_location="cpu", weights_only=True)
+    # Lightning keeps the average in state_dict and the weights being trained beside it
+    name = "network.encode_state.0.weight"
+    assert not torch.equal(saved["state_dict"][name], saved["current_model_state"][name])
+    network = load_network(tmp_path / "last.ckpt")  # what `rlfm export` and --checkpoint read
+    assert torch.equal(network.state_dict()["encode_state.0.weight"], saved["state_dict"][name])
 
 
 def test_workers_reassemble_the_same_stream():
