@@ -351,6 +351,16 @@ def test_compare_groups_of_networks_count_training_noise():
     assert report["statistic"] == pytest.approx(math.log(26 / 41))
     assert report["per_mdp"]["a"]["converged_seeds"] == [7, 3]
     assert report["per_mdp"]["a"]["mean_regret"] == pytest.approx([59 / 8, 6.75])
+    # an MDP where both pay no regret counts 0 in the regret sum; regret against none is infinitely worse
+    free = _results("online", {"a": ([0] * 4, [0.0] * 4), "b": ([3] * 4, [2.0] * 4)})
+    cheaper = _results("online", {"a": ([0] * 4, [0.0] * 4), "b": ([3] * 4, [1.0] * 4)})
+    assert compare(free, cheaper)["log_regret_ratio"] == pytest.approx(math.log(0.5))
+    assert (
+        compare(cheaper, _results("online", {"a": ([0] * 4, [1.0] * 4), "b": ([3] * 4, [1.0] * 4)}))[
+            "log_regret_ratio"
+        ]
+        == math.inf
+    )
     with pytest.raises(ValueError, match="differ in seed"):
         compare([first, _results("online", {"a": ([1] * 4, [1.0] * 4)}, seed=7)], first)
 

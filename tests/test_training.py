@@ -59,6 +59,7 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
     run = tmp_path / "lightning_logs" / "version_0"
     last = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["global_step"] == 4  # the final weights, whether or not they were the best
+    assert "current_model_state" in last  # the config averages the weights: state_dict holds the average
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run), size_guidance={"images": 0})

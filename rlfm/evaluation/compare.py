@@ -167,7 +167,9 @@ def compare(
         }
     else:
         mean_regret_b, mean_regret_c = regret_b.mean(dim=(0, 2)), regret_c.mean(dim=(0, 2))
-        report["log_regret_ratio"] = float(torch.log(mean_regret_c / mean_regret_b).sum())
+        # equal regrets (zero included) count 0; a regret against a zero one, ±inf
+        ratios = torch.where(mean_regret_c == mean_regret_b, 1.0, mean_regret_c / mean_regret_b)
+        report["log_regret_ratio"] = float(torch.log(ratios).sum())
         report["passes"] = high < 0 and report["log_regret_ratio"] <= 0
         cap = base[0]["protocol"]["episodes"]
         report["per_mdp"] = {
