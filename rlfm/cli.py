@@ -5,7 +5,8 @@
   Lightning is imported only for these commands (:mod:`rlfm.lightning_cli`), so the others start fast.
   Lightning's ``predict`` is not offered: :func:`rlfm.predict_policy` is the prediction entry point.
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
-- ``rlfm compare BASE CANDIDATE``: a paired bootstrap over seeds of two benchmark runs (is one network better?).
+- ``rlfm compare BASE CANDIDATE``: a paired bootstrap over seeds of two benchmark runs (is one network better?),
+  or of two groups of runs, one per training seed (is one recipe better?).
 - ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
 - ``rlfm speed prior | model | inference``: data, training-step and prediction speed benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
@@ -25,7 +26,7 @@ COMMANDS = {
     "validate": "score a checkpoint on the validation MDPs (Lightning; --ckpt_path)",
     "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
     "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
-    "compare": "paired bootstrap of two benchmark runs on the same seeds (BASE CANDIDATE)",
+    "compare": "paired bootstrap of two benchmark runs on the same seeds (BASE CANDIDATE; A,B for several)",
     "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
     "speed": "measure data, model and inference speed (prior | model | inference)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
