@@ -46,10 +46,14 @@ CONFIG_KEYS = ("width", "heads", "num_layers", "dropout")
 
 
 def load_network(
-    checkpoint: str | Path | None = None, map_location: str | torch.device = "cpu"
+    checkpoint: str | Path | None = None,
+    map_location: str | torch.device = "cpu",
+    trained_weights: bool = False,
 ) -> PolicyNetwork:
     """The network in ``checkpoint``, in eval mode: a file, or the name of a network shipped with rlfm
-    (``"default"``, used when ``checkpoint`` is None, or ``"planner"``).
+    (``"default"``, used when ``checkpoint`` is None, or ``"planner"``). A checkpoint of a run that
+    averaged its weights (``EMAWeightAveraging``) gives the average; ``trained_weights=True`` gives the
+    weights being trained instead.
 
     Files are read with ``torch.load(weights_only=True)``: tensors and plain containers only, so a crafted
     file cannot run code. Anything that is not an rlfm export or a Lightning checkpoint of
@@ -57,6 +61,13 @@ def load_network(
     """
     path = PACKAGED_CHECKPOINT if checkpoint is None else _checkpoint_path(checkpoint)
     content = _read_checkpoint(path, map_location)
+    if trained_weights:
+        if not isinstance(content.get("current_model_state"), Mapping):
+            raise ValueError(
+                f"{path} holds no trained weights beside an average (a Lightning checkpoint of a run with"
+                " EMAWeightAveraging has them)"
+            )
+        content = {**content, "state_dict": content["current_model_state"]}
     config, state_dict = _network_config(content, path)
     try:
         network = PolicyNetwork(**config)
@@ -177,11 +188,13 @@ def export(
     note: str = "",
     acting_temperature: float | None = None,
     greedy_from: str | None = None,
+    trained_weights: bool = False,
 ) -> Path:
     """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
     sampling temperature agents use by default with it; ``greedy_from``: the head whose argmax is its
-    greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both)."""
-    network = load_network(checkpoint)
+    greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both; ``trained_weights``: of a
+    run that averaged its weights, the weights being trained instead of the average)."""
+    network = load_network(checkpoint, trained_weights=trained_weights)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
     value_head = network.value_head is not None
@@ -239,9 +252,21 @@ def export_main(argv: list[str] | None = None) -> int:
         default=None,
         help="the head whose argmax is the greedy policy; 'value' needs a value head (default: the source's)",
     )
+    parser.add_argument(
+        "--trained-weights",
+        action="store_true",
+        help="of a run that averaged its weights (EMAWeightAveraging): the weights being trained, not the average",
+    )
     args = parser.parse_args(argv)
     try:
-        path = export(args.checkpoint, args.out, args.note, args.acting_temperature, args.greedy_from)
+        path = export(
+            args.checkpoint,
+            args.out,
+            args.note,
+            args.acting_temperature,
+            args.greedy_from,
+            args.trained_weights,
+        )
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)
         return 2

@@ -129,6 +129,13 @@ def test_weight_averaging_exports_the_average(tmp_path):
     assert not torch.equal(saved["state_dict"][name], saved["current_model_state"][name])
     network = load_network(tmp_path / "last.ckpt")  # what `rlfm export` and --checkpoint read
     assert torch.equal(network.state_dict()["encode_state.0.weight"], saved["state_dict"][name])
+    assert (
+        main(["export", str(tmp_path / "last.ckpt"), str(tmp_path / "trained.pt"), "--trained-weights"]) == 0
+    )
+    trained = load_network(tmp_path / "trained.pt").state_dict()["encode_state.0.weight"]
+    assert torch.equal(trained, saved["current_model_state"][name])
+    with pytest.raises(ValueError, match="no trained weights beside an average"):
+        load_network(tmp_path / "trained.pt", trained_weights=True)  # an export holds one set of weights
 
 
 def test_workers_reassemble_the_same_stream():
