@@ -149,13 +149,13 @@ def compare(
     low, high = percentile_interval(
         statistic(draw(b, networks(len(b)), index), draw(c, networks(len(c)), index))
     )
-    every = (torch.arange(len(b))[None], torch.arange(len(c))[None], torch.arange(seeds)[None])
+    every_b, every_c, every_seed = (torch.arange(n)[None] for n in (len(b), len(c), seeds))  # no resampling
     report: dict[str, Any] = {
         "mode": base[0]["mode"],
         "agent": agent,
         "seeds": seeds,
         "networks": [len(b), len(c)],
-        "statistic": float(statistic(draw(b, every[0], every[2]), draw(c, every[1], every[2]))[0]),
+        "statistic": float(statistic(draw(b, every_b, every_seed), draw(c, every_c, every_seed))[0]),
         "ci": [low, high],
     }
     envs = sorted({env for env, _ in keys})
