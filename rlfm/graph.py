@@ -83,6 +83,7 @@ STATE_FEATURES = (
     "ce_value",
     "optimistic_value",
 )
+CE_ADVANTAGE = STATE_ACTION_FEATURES.index("ce_advantage")  # its state-action column
 EDGE_FEATURES = ("p_hat", "log1p_count")
 MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
 PLANNER_TOLERANCE = 1e-6  # accuracy of the planners' values, in units of the largest observed |reward|

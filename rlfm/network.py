@@ -23,6 +23,7 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import scatter, softmax
 
 from rlfm.graph import (
+    CE_ADVANTAGE,
     COUNT_FEATURES,
     EDGE_FEATURES,
     FROM,
@@ -73,6 +74,12 @@ class PolicyNetwork(nn.Module):
             (Q*(s, a) − max_b Q*(s, b)) / (max_b Q*(s, b) − min_b Q*(s, b)) ∈ [−1, 0], trained by regression
             (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
             the exploration in the sampled policy does not bend.
+        value_residual: the value head predicts a correction to certainty equivalence's relative advantage
+            (the planner column ``ce_advantage``, normalised the same way) instead of the advantage itself:
+            its last layer starts at zero, so the untrained readout is exactly the certainty-equivalent
+            greedy policy, and with ample data (where the posterior mean of the advantage tends to
+            certainty equivalence's) the correction only has to vanish. Needs ``planner_inputs`` and
+            ``value_head``.
         greedy_from: which head's argmax is the greedy policy: ``"policy"`` (the most probable action) or
             ``"value"`` (the highest predicted advantage; needs ``value_head``); None: the value head if
             there is one.
@@ -88,8 +95,14 @@ class PolicyNetwork(nn.Module):
         acting_temperature: float = 1.0,
         value_head: bool = False,
         greedy_from: str | None = None,
+        value_residual: bool = False,
     ) -> None:
         super().__init__()
+        if value_residual and not (planner_inputs and value_head):
+            raise ValueError(
+                "value_residual corrects the certainty-equivalent advantage, a planner column: it needs "
+                f"planner_inputs and value_head (got planner_inputs={planner_inputs}, value_head={value_head})"
+            )
         self.greedy_from = checked_greedy_from(greedy_from, value_head)
         self.acting_temperature = checked_acting_temperature(acting_temperature)
         self.width = width
@@ -103,6 +116,10 @@ class PolicyNetwork(nn.Module):
         self.block = PropagationBlock(width, heads, edge_dim=len(EDGE_FEATURES), dropout=dropout)
         self.head = mlp(2 * width, width, 1)
         self.value_head = mlp(2 * width, width, 1) if value_head else None
+        self.value_residual = value_residual
+        if value_residual:  # start at certainty equivalence: a zero correction
+            nn.init.zeros_(self.value_head[-1].weight)
+            nn.init.zeros_(self.value_head[-1].bias)
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) after ``num_layers`` sweeps (default: ``self.num_layers``)."""
@@ -120,7 +137,7 @@ class PolicyNetwork(nn.Module):
             raise ValueError(
                 f"need 0 <= no_grad_layers < first <= num_layers, got {no_grad_layers}, {first}, {num_layers}"
             )
-        inputs = self._inputs(data)
+        inputs, value_base = self._inputs(data), self._value_base(data)
         h_state, h_sa = inputs["x_state"], inputs["x_sa"]
         if no_grad_layers:
             with torch.no_grad():
@@ -130,7 +147,7 @@ class PolicyNetwork(nn.Module):
         for k in range(no_grad_layers + 1, num_layers + 1):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
             if k >= first:
-                readouts.append(self._readout(h_state, h_sa, inputs["sa_state"]))
+                readouts.append(self._readout(h_state, h_sa, inputs["sa_state"], value_base))
         return readouts
 
     def policy(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
@@ -153,7 +170,7 @@ class PolicyNetwork(nn.Module):
         h_state, h_sa = inputs["x_state"], inputs["x_sa"]
         for _ in range(self.num_layers):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
-        readout = self._readout(h_state, h_sa, inputs["sa_state"])
+        readout = self._readout(h_state, h_sa, inputs["sa_state"], self._value_base(data))
         sweeps = torch.full((B,), self.num_layers, dtype=torch.long)
         return Settled(readout.logits, sweeps, (h_state, h_sa), self.greedy_scores(readout))
 
@@ -164,7 +181,7 @@ class PolicyNetwork(nn.Module):
         """Unroll each MDP of ``data`` until no log-probability of it moves more than ``tol`` in a sweep (at
         least ``min_layers``, default ``self.num_layers``; at most ``max_layers``).
 
-        The stopping rule is per MDP: a settled MDP's embeddings are frozen while the others go on, so an
+        The stopping rule is per MDP: a settled MDP leaves the batch while the others go on, so an
         MDP gets the same policy alone as in any batch. Returns the logits (SA,) and the sweeps each MDP
         used (B,). Call it in eval mode: dropout noise would keep the policy moving. Raises
         ``FloatingPointError`` as soon as a policy becomes non-finite (e.g. from non-finite inputs)."""
@@ -197,30 +214,40 @@ class PolicyNetwork(nn.Module):
                 f"initial embeddings of shapes {tuple(h_state.shape)}, {tuple(h_sa.shape)} do not fit this "
                 f"graph's {tuple(inputs['x_state'].shape)}, {tuple(inputs['x_sa'].shape)}"
             )
-        done = torch.zeros(B, dtype=torch.bool, device=h_state.device)
-        sweeps = torch.full((B,), max_layers, dtype=torch.long, device=h_state.device)
+        # The loop runs on the MDPs not yet settled: once some settle, their embeddings go to the outputs and
+        # the working batch drops them (:func:`keep_graphs`), so late sweeps cost what the slow MDPs cost
+        # alone. graph_ids, state_ids, sa_ids: the working batch's rows in the full one.
+        full_sa_state, device = sa_state, h_state.device
+        out_state, out_sa = torch.empty_like(h_state), torch.empty_like(h_sa)
+        graph_ids = torch.arange(B, device=device)
+        state_ids = torch.arange(h_state.shape[0], device=device)
+        sa_ids = torch.arange(h_sa.shape[0], device=device)
+        sweeps = torch.full((B,), max_layers, dtype=torch.long, device=device)
         previous = None
         for k in range(1, max_layers + 1):
-            new_state, new_sa = self.block(h_state, h_sa, **inputs)
-            h_state = torch.where(done[state_graph, None], h_state, new_state)
-            h_sa = torch.where(done[sa_graph, None], h_sa, new_sa)
+            h_state, h_sa = self.block(h_state, h_sa, **inputs)
             if k < min_layers:
                 continue
-            log_policy = log_group_softmax(
-                self._readout(h_state, h_sa, sa_state).logits, sa_state, h_state.shape[0]
-            )
+            log_policy = log_group_softmax(self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0])
             if not bool(torch.isfinite(log_policy).all()):
                 raise FloatingPointError(f"the policy became non-finite at sweep {k}; are the inputs finite?")
             if previous is not None:
-                change = scatter((log_policy - previous).abs(), sa_graph, dim=0, dim_size=B, reduce="max")
-                settled = ~done & (change < tol)
-                sweeps[settled] = k
-                done |= settled
-                if bool(done.all()):
+                change = (log_policy - previous).abs()
+                settled = scatter(change, sa_graph, dim=0, dim_size=graph_ids.numel(), reduce="max") < tol
+                sweeps[graph_ids[settled]] = k
+                if bool(settled.all()):
                     break
+                if bool(settled.any()):
+                    out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
+                    inputs, keep_state, keep_sa = keep_graphs(inputs, ~settled)
+                    sa_state, state_graph = inputs["sa_state"], inputs["state_graph"]
+                    sa_graph = state_graph[sa_state]
+                    h_state, h_sa, log_policy = h_state[keep_state], h_sa[keep_sa], log_policy[keep_sa]
+                    graph_ids, state_ids, sa_ids = graph_ids[~settled], state_ids[keep_state], sa_ids[keep_sa]
             previous = log_policy
-        readout = self._readout(h_state, h_sa, sa_state)
-        return Settled(readout.logits, sweeps, (h_state, h_sa), self.greedy_scores(readout))
+        out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
+        readout = self._readout(out_state, out_sa, full_sa_state, self._value_base(data))
+        return Settled(readout.logits, sweeps, (out_state, out_sa), self.greedy_scores(readout))
 
     def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""
@@ -252,10 +279,23 @@ class PolicyNetwork(nn.Module):
             "injected": self.block.inject(x_state, x_sa),  # the same at every sweep: computed once
         }
 
-    def _readout(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Readout:
+    def _value_base(self, data: HeteroData) -> Tensor | None:
+        """(SA,) what a residual value head corrects: the certainty-equivalent relative advantage column."""
+        return data[STATE_ACTION].x[:, CE_ADVANTAGE].float() if self.value_residual else None
+
+    def _readout(
+        self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor, value_base: Tensor | None = None
+    ) -> Readout:
+        """Both heads' outputs (SA,); ``value_base`` (SA,): what a residual value head adds its output to."""
         features = torch.cat([h_sa, h_state[sa_state]], dim=-1)
         values = None if self.value_head is None else self.value_head(features).squeeze(-1)
+        if value_base is not None:
+            values = values + value_base
         return Readout(self.head(features).squeeze(-1), values)
+
+    def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
+        """The policy head's logits (SA,) alone."""
+        return self.head(torch.cat([h_sa, h_state[sa_state]], dim=-1)).squeeze(-1)
 
     def greedy_scores(self, readout: Readout) -> Tensor:
         """(SA,) the scores whose argmax over each state's actions is this network's greedy policy."""
@@ -293,3 +333,26 @@ def log_group_softmax(logits: Tensor, sa_state: Tensor, num_states: int) -> Tens
     shifted = logits - best[sa_state]
     log_norm = scatter(shifted.exp(), sa_state, dim=0, dim_size=num_states, reduce="sum").log()
     return shifted - log_norm[sa_state]
+
+
+def keep_graphs(inputs: dict, keep: Tensor) -> tuple[dict, Tensor, Tensor]:
+    """The sweep inputs (:meth:`PolicyNetwork._inputs`) of the MDPs ``keep`` (B,) (bool) of a batch, nodes
+    renumbered and the other MDPs' edges dropped, with the masks of the kept states (S,) and pairs (SA,)."""
+    state_graph, sa_state = inputs["state_graph"], inputs["sa_state"]
+    keep_state = keep[state_graph]
+    keep_sa = keep_state[sa_state]
+    new_state, new_sa, new_graph = (mask.long().cumsum(0) - 1 for mask in (keep_state, keep_sa, keep))
+    source, target = inputs["successor_index"]
+    keep_edge = keep_sa[target]
+    injected_state, injected_sa = inputs["injected"]
+    kept = {
+        "x_state": inputs["x_state"][keep_state],
+        "x_sa": inputs["x_sa"][keep_sa],
+        "successor_index": torch.stack([new_state[source[keep_edge]], new_sa[target[keep_edge]]]),
+        "successor_attr": inputs["successor_attr"][keep_edge],
+        "sa_state": new_state[sa_state[keep_sa]],
+        "state_graph": new_graph[state_graph[keep_state]],
+        "num_graphs": int(keep.sum()),
+        "injected": (injected_state[keep_state], injected_sa[keep_sa]),
+    }
+    return kept, keep_state, keep_sa

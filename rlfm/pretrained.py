@@ -128,6 +128,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "acting_temperature": config.get("acting_temperature", 1.0),
             "value_head": config.get("value_head", False),
             "greedy_from": config.get("greedy_from"),
+            "value_residual": config.get("value_residual", False),
         }
     elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
@@ -144,6 +145,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "planner_inputs": hp.get("planner_inputs", False),
             "value_head": hp.get("value_head", False),
             "greedy_from": None,  # a trained value head is read
+            "value_residual": hp.get("value_residual", False),
         }
         prefix = "network."
         state_dict = content["state_dict"]
@@ -167,7 +169,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         checked_acting_temperature(config.get("acting_temperature", 1.0))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    for key in ("planner_inputs", "value_head"):
+    for key in ("planner_inputs", "value_head", "value_residual"):
         if not isinstance(config[key], bool):
             raise ValueError(f"{path}: {key} must be true or false, got {config[key]!r}")
     try:
@@ -208,6 +210,7 @@ def export(
         "acting_temperature": checked_acting_temperature(acting_temperature),
         "value_head": value_head,
         "greedy_from": greedy_from,
+        "value_residual": network.value_residual,
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)

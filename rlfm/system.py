@@ -99,6 +99,8 @@ class PolicyLearner(LightningModule):
         value_head: add the value head (:class:`~rlfm.network.PolicyNetwork`); the trained network's
             greedy policy is then its argmax (validation scores it that way too).
         value_weight: weight of the value head's loss beside the policy's cross-entropy.
+        value_residual: the value head predicts a correction to the certainty-equivalent advantage, starting
+            at zero (:class:`~rlfm.network.PolicyNetwork`; needs ``planner_inputs`` and ``value_head``).
         init_from: start from these weights instead of a random initialisation (fine-tuning): an exported
             network, a Lightning checkpoint or a shipped network's name (``"default"``, ``"planner"``);
             it must have this network's width, heads and inputs. Only the weights are taken: the optimiser,
@@ -123,6 +125,7 @@ class PolicyLearner(LightningModule):
         init_from: str | None = None,
         value_head: bool = False,
         value_weight: float = 1.0,
+        value_residual: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,6 +136,7 @@ class PolicyLearner(LightningModule):
             dropout=dropout,
             planner_inputs=planner_inputs,
             value_head=value_head,
+            value_residual=value_residual,
         )
         if init_from is not None:
             self._initialise_from(init_from)

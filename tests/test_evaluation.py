@@ -9,7 +9,7 @@ from rlfm.benchmarks import get_benchmark
 from rlfm.cli import main
 from rlfm.counts import Counts
 from rlfm.evaluation.command import benchmark_main
-from rlfm.evaluation.compare import compare
+from rlfm.evaluation.compare import compare, format_report
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge, run_online
 from rlfm.evaluation.report import bootstrap_ci, markdown_table, summarize_online
@@ -310,10 +310,30 @@ def test_compare_offline_is_paired_over_seeds():
     report = compare(base, shifted)
     # a constant gain on every seed has no sampling noise however different the seeds are
     assert report["statistic"] == pytest.approx(0.1) and report["ci"] == pytest.approx([0.1, 0.1])
-    assert report["passes"] and report["per_mdp"]["a"] == pytest.approx([0.45, 0.55])
+    assert report["passes"] and report["per_mdp"]["a"]["mean_value"] == pytest.approx([0.45, 0.55])
+    assert report["per_mdp"]["a"]["ci"] == pytest.approx([0.1, 0.1])
     worse = _results("offline", {"a": [0.1, 0.5, 0.9, 0.3], "b": [0.0, 1.0, 0.2, 0.2]})
     report = compare(base, worse)
     assert report["statistic"] == pytest.approx(-0.025) and report["ci"][0] < -0.01 and not report["passes"]
+    # each MDP's own interval: "a" is unchanged; "b" lost 0.2 on one seed of four, so a resample's mean is
+    # −0.05 per draw of that seed, and 3 or 4 draws of it (probability 13/256 > 2.5 %) set the lower bound
+    assert report["per_mdp"]["a"]["ci"] == [0.0, 0.0]
+    assert report["per_mdp"]["b"]["ci"] == pytest.approx([-0.15, 0.0])
+
+
+def test_compare_reads_two_agents_of_one_run():
+    """``base_agent`` compares agent against agent on the same seeds, e.g. rlfm against certainty equivalence."""
+    run = _results("offline", {"a": [0.1, 0.5, 0.9, 0.3]})
+    ce = {"env": "a", "agent": "ce", "dataset_size": 64, "per_seed": [0.1, 0.7, 0.9, 0.3]}
+    run["results"].append(ce)
+    report = compare(run, run, base_agent="ce")
+    assert report["base_agent"] == "ce" and report["agent"] == "rlfm"
+    assert report["statistic"] == pytest.approx(-0.05) and report["per_mdp"]["a"]["ci"] == pytest.approx(
+        [-0.15, 0.0]
+    )
+    assert "ce → rlfm" in format_report(report, "run", "run")
+    with pytest.raises(ValueError, match="no records of agent 'psrl'"):
+        compare(run, run, base_agent="psrl")
 
 
 def test_compare_online_counts_never_as_cap_plus_one():
@@ -342,7 +362,7 @@ def test_compare_groups_of_networks_count_training_noise():
     report = compare(base, candidate)
     assert report["networks"] == [2, 2] and report["statistic"] == pytest.approx(0.1)
     assert report["ci"] == pytest.approx([-0.1, 0.3]) and not report["passes"]
-    assert report["per_mdp"]["a"] == pytest.approx([0.55, 0.65])
+    assert report["per_mdp"]["a"]["mean_value"] == pytest.approx([0.55, 0.65])
     # online, the drawn networks' seeds are pooled before the median
     first = _results("online", {"a": ([10, 20, None, 30], [5.0, 6.0, 9.0, 7.0])})
     second = _results("online", {"a": ([40, 40, 40, 40], [8.0] * 4)})

@@ -240,13 +240,18 @@ def test_settle_stops_early_on_a_converged_input_and_respects_max_layers(generat
 def test_settle_stops_per_mdp_so_an_mdp_gets_the_same_policy_alone_and_in_a_batch(generator):
     data = mixed_batch(generator)
     net = network().eval()
-    logits, used = net.settle(data, min_layers=2, max_layers=60, tol=1e-3)
-    assert used.min() < used.max()  # the MDPs settle at different depths
-    sa_graph = data["state"].batch[data["state_action", "of", "state"].edge_index[1]]
+    batch = net.settle_from(data, None, min_layers=2, max_layers=60, tol=1e-3)
+    logits, used = batch.logits, batch.sweeps
+    assert used.min() < used.max()  # the MDPs settle at different depths (and leave the batch early)
+    state_graph = data["state"].batch
+    sa_graph = state_graph[data["state_action", "of", "state"].edge_index[1]]
     for b, graph in enumerate(data.to_data_list()):
         alone, used_alone = net.settle(graph, min_layers=2, max_layers=60, tol=1e-3)
         assert used_alone.tolist() == [int(used[b])]
         torch.testing.assert_close(logits[sa_graph == b], alone, atol=1e-5, rtol=1e-5)
+        h_state, h_sa = net.settle_from(graph, None, min_layers=2, max_layers=60, tol=1e-3).embeddings
+        torch.testing.assert_close(batch.embeddings[0][state_graph == b], h_state, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(batch.embeddings[1][sa_graph == b], h_sa, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(alone, net(graph, num_layers=int(used[b])), atol=1e-5, rtol=1e-5)
 
 

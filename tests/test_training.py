@@ -14,6 +14,7 @@ from torch_geometric.data import Batch, HeteroData
 from datamodules import PriorDataModule
 from rlfm.cli import main
 from rlfm.examples import ExampleSampler
+from rlfm.graph import CE_ADVANTAGE
 from rlfm.pretrained import export, load_network
 from rlfm.prior import Prior, ReferencePrior
 from rlfm.system import PolicyLearner, relative_advantages
@@ -243,6 +244,29 @@ def test_a_value_head_trains_exports_and_sets_the_greedy_policy(tmp_path):
     torch.testing.assert_close(by_value.infer(batch).greedy_scores, readout.values)
     torch.testing.assert_close(by_policy.infer(batch).greedy_scores, readout.logits)
     torch.testing.assert_close(by_policy.infer(batch).logits, readout.logits)
+
+
+def test_a_residual_value_head_starts_at_certainty_equivalence_then_learns_a_correction(tmp_path):
+    data = tiny_data()
+    batch = Batch.from_data_list(data.train_stream.batch(5))
+    ce_advantage = batch["state_action"].x[:, CE_ADVANTAGE]
+    model = PolicyLearner(
+        width=16, heads=2, train_layers=(2, 3), eval_layers=3, value_head=True, value_residual=True
+    )
+    # untrained, its greedy scores are certainty equivalence's relative advantages: the same greedy policy
+    torch.testing.assert_close(model.network.eval().infer(batch).greedy_scores, ce_advantage)
+    trainer = tiny_trainer(tmp_path, 3, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(model, data)
+    exported = load_network(export(tmp_path / "last.ckpt", tmp_path / "residual.pt"))
+    for network in (exported, load_network(tmp_path / "last.ckpt")):
+        assert network.value_residual and network.greedy_from == "value"
+        readout = network.unroll(batch, 3, first=3)[-1]
+        assert float((readout.values - ce_advantage).abs().max()) > 0  # the correction moved off zero
+        torch.testing.assert_close(network.infer(batch).greedy_scores, readout.values)
+    with pytest.raises(ValueError, match="it needs planner_inputs and value_head"):
+        PolicyLearner(width=16, heads=2, value_head=True, value_residual=True, planner_inputs=False)
+    with pytest.raises(ValueError, match="value_residual"):
+        PolicyLearner(width=16, heads=2, value_residual=True)
 
 
 def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):

@@ -75,16 +75,19 @@ def per_seed_cells(results: dict[str, Any], agent: str) -> dict[tuple[str, int],
 
 
 def paired_cells(
-    base: Sequence[dict[str, Any]], candidate: Sequence[dict[str, Any]], agent: str
+    base: Sequence[dict[str, Any]], candidate: Sequence[dict[str, Any]], agent: str, base_agent: str
 ) -> tuple[list[tuple[str, int]], Tensor, Tensor]:
-    """The cells every run has, stacked per side as (networks, cells, seeds) or (networks, cells, 2, seeds);
-    checks that all runs are comparable seed for seed."""
+    """The cells every run has (``base_agent``'s records in the base runs, ``agent``'s in the candidate
+    runs), stacked per side as (networks, cells, seeds) or (networks, cells, 2, seeds); checks that all
+    runs are comparable seed for seed."""
     runs = [*base, *candidate]
     for key in SAME_RUN_KEYS:
         for run in runs[1:]:
             if run.get(key) != runs[0].get(key):
                 raise ValueError(f"the runs differ in {key}: {runs[0].get(key)} vs {run.get(key)}")
-    cells = [per_seed_cells(run, agent) for run in runs]
+    cells = [per_seed_cells(run, base_agent) for run in base] + [
+        per_seed_cells(run, agent) for run in candidate
+    ]
     for other in cells[1:]:
         if set(other) != set(cells[0]):
             raise ValueError(f"the runs cover different MDPs or sizes: {sorted(set(other) ^ set(cells[0]))}")
@@ -128,11 +131,17 @@ def compare(
     agent: str = "rlfm",
     margin: float = 0.01,
     seed: int = 0,
+    base_agent: str | None = None,
 ) -> dict[str, Any]:
     """The paired comparison of two benchmark runs, or of two groups of runs (one per training seed of a
-    recipe; module docstring): statistic, interval, per-MDP numbers and whether the candidate passes."""
+    recipe; module docstring): statistic, interval, per-MDP numbers and whether the candidate passes.
+
+    ``agent`` is read in the candidate runs and ``base_agent`` (default: ``agent``) in the base runs, so
+    one run can also be compared with itself agent against agent (e.g. rlfm against certainty
+    equivalence, which plan on the same datasets offline)."""
     base, candidate = _as_runs(base), _as_runs(candidate)
-    keys, b, c = paired_cells(base, candidate, agent)
+    base_agent = agent if base_agent is None else base_agent
+    keys, b, c = paired_cells(base, candidate, agent, base_agent)
     offline = base[0]["mode"] == "offline"
     if not offline:  # the resampled statistic reads the episodes; the regret is reported beside it
         b, c, regret_b, regret_c = b[:, :, 0], c[:, :, 0], b[:, :, 1], c[:, :, 1]
@@ -146,13 +155,13 @@ def compare(
         return torch.randint(0, n, (BOOTSTRAP_RESAMPLES, n), generator=generator)
 
     statistic = offline_statistic if offline else online_statistic
-    low, high = percentile_interval(
-        statistic(draw(b, networks(len(b)), index), draw(c, networks(len(c)), index))
-    )
+    drawn_b, drawn_c = draw(b, networks(len(b)), index), draw(c, networks(len(c)), index)
+    low, high = percentile_interval(statistic(drawn_b, drawn_c))
     every_b, every_c, every_seed = (torch.arange(n)[None] for n in (len(b), len(c), seeds))  # no resampling
     report: dict[str, Any] = {
         "mode": base[0]["mode"],
         "agent": agent,
+        "base_agent": base_agent,
         "seeds": seeds,
         "networks": [len(b), len(c)],
         "statistic": float(statistic(draw(b, every_b, every_seed), draw(c, every_c, every_seed))[0]),
@@ -162,9 +171,14 @@ def compare(
     if offline:
         report["margin"] = margin
         report["passes"] = low >= -margin
-        report["per_mdp"] = {
-            env: [float(t[:, [k[0] == env for k in keys]].mean()) for t in (b, c)] for env in envs
-        }
+        report["per_mdp"] = {}
+        for env in envs:
+            cells = torch.tensor([k[0] == env for k in keys])
+            interval = percentile_interval(offline_statistic(drawn_b[:, cells], drawn_c[:, cells]))
+            report["per_mdp"][env] = {
+                "mean_value": [float(t[:, cells].mean()) for t in (b, c)],
+                "ci": list(interval),
+            }
     else:
         mean_regret_b, mean_regret_c = regret_b.mean(dim=(0, 2)), regret_c.mean(dim=(0, 2))
         # equal regrets (zero included) count 0; a regret against a zero one, ±inf
@@ -188,13 +202,21 @@ def format_report(report: dict[str, Any], base_name: str, candidate_name: str) -
     low, high = report["ci"]
     networks = report["networks"]
     per_side = "" if networks == [1, 1] else f" × networks {networks[0]} vs {networks[1]}"
+    agents = (
+        report["agent"]
+        if report["base_agent"] == report["agent"]
+        else f"{report['base_agent']} → {report['agent']}"
+    )
     lines = [
-        f"{report['mode']}, {report['agent']}, {report['seeds']} paired seeds{per_side}: "
-        f"{base_name} → {candidate_name}"
+        f"{report['mode']}, {agents}, {report['seeds']} paired seeds{per_side}: {base_name} → {candidate_name}"
     ]
     if report["mode"] == "offline":
-        for env, (b, c) in report["per_mdp"].items():
-            lines.append(f"  {env:<28} mean normalised value {b:7.3f} → {c:7.3f}")
+        for env, row in report["per_mdp"].items():
+            (b, c), (low_env, high_env) = row["mean_value"], row["ci"]
+            lines.append(
+                f"  {env:<28} mean normalised value {b:7.3f} → {c:7.3f}   Δ {c - b:+.4f} "
+                f"(95 % [{low_env:+.4f}, {high_env:+.4f}])"
+            )
         lines.append(
             f"Δ mean normalised value {report['statistic']:+.4f} (95 % [{low:+.4f}, {high:+.4f}]); "
             f"passes (lower bound ≥ −{report['margin']}): {report['passes']}"
@@ -232,6 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         "candidate", help="results.json (or its directory) of the challenger; RUN1,RUN2,... for several"
     )
     parser.add_argument("--agent", default="rlfm", help="the agent compared in both runs (default: rlfm)")
+    parser.add_argument(
+        "--base-agent",
+        default=None,
+        help="read this agent in the base runs instead (e.g. `rlfm compare RUN RUN --base-agent ce`: rlfm "
+        "against certainty equivalence on the same datasets)",
+    )
     parser.add_argument("--margin", type=float, default=0.01, help="offline: tolerated loss (default: 0.01)")
     parser.add_argument("--json", dest="json_path", default=None, help="also write the comparison here")
     return parser
@@ -242,7 +270,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     base, candidate = (
         [load_results(path) for path in side.split(",")] for side in (args.base, args.candidate)
     )
-    report = compare(base, candidate, args.agent, args.margin)
+    report = compare(base, candidate, args.agent, args.margin, base_agent=args.base_agent)
     print(format_report(report, args.base, args.candidate))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=1))
