@@ -16,6 +16,11 @@ and the interval counts training-seed noise beside evaluation noise. With one ne
 plain paired bootstrap above; with two, the network draw still understates training noise (a bootstrap of
 two things sees half their variance), so three or more per side are better.
 
+Offline, each MDP also gets its own interval of Δ from the same resamples (a per-MDP question, e.g. "is
+the network below certainty equivalence here?", has no other noise to hide in). ``--base-agent`` reads
+another agent of the base runs, so one run compares two of its agents seed for seed (offline every agent
+plans on the same datasets): ``rlfm compare RUN RUN --base-agent ce``.
+
 The candidate passes if, offline, the interval's lower bound is ≥ −margin (default 0.01: not worse beyond
 noise), and online, the interval's upper bound is < 0 (fewer episodes beyond noise) and the regret sum is
 ≤ 0. That is the rule the README uses to decide whether a new network replaces the shipped one; it is
