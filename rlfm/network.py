@@ -287,7 +287,7 @@ class PolicyNetwork(nn.Module):
         self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor, value_base: Tensor | None = None
     ) -> Readout:
         """Both heads' outputs (SA,); ``value_base`` (SA,): what a residual value head adds its output to."""
-        features = torch.cat([h_sa, h_state[sa_state]], dim=-1)
+        features = pair_features(h_state, h_sa, sa_state)
         values = None if self.value_head is None else self.value_head(features).squeeze(-1)
         if value_base is not None:
             values = values + value_base
@@ -295,11 +295,16 @@ class PolicyNetwork(nn.Module):
 
     def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
         """The policy head's logits (SA,) alone."""
-        return self.head(torch.cat([h_sa, h_state[sa_state]], dim=-1)).squeeze(-1)
+        return self.head(pair_features(h_state, h_sa, sa_state)).squeeze(-1)
 
     def greedy_scores(self, readout: Readout) -> Tensor:
         """(SA,) the scores whose argmax over each state's actions is this network's greedy policy."""
         return readout.values if self.greedy_from == "value" else readout.logits
+
+
+def pair_features(h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
+    """What the heads read for each pair (SA, 2d): its embedding beside its state's."""
+    return torch.cat([h_sa, h_state[sa_state]], dim=-1)
 
 
 def checked_acting_temperature(value: object) -> float:

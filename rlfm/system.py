@@ -157,6 +157,11 @@ class PolicyLearner(LightningModule):
         theirs = {"width": source.width, "heads": source.heads, "planner_inputs": source.planner_inputs}
         if ours != theirs:
             raise ValueError(f"init_from={checkpoint!r} is a network with {theirs}; this one has {ours}")
+        if source.value_head is not None and source.value_residual != self.network.value_residual:
+            raise ValueError(  # the same weights would mean an advantage in one and a correction in the other
+                f"init_from={checkpoint!r} has a value head with value_residual={source.value_residual}; "
+                f"this network has value_residual={self.network.value_residual}"
+            )
         # a source without a value head leaves this network's new head at its initialisation
         missing, unexpected = self.network.load_state_dict(source.state_dict(), strict=False)
         if unexpected or any(not name.startswith("value_head.") for name in missing):

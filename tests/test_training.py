@@ -263,6 +263,10 @@ def test_a_residual_value_head_starts_at_certainty_equivalence_then_learns_a_cor
         readout = network.unroll(batch, 3, first=3)[-1]
         assert float((readout.values - ce_advantage).abs().max()) > 0  # the correction moved off zero
         torch.testing.assert_close(network.infer(batch).greedy_scores, readout.values)
+    with pytest.raises(ValueError, match="has a value head with value_residual=True"):
+        PolicyLearner(
+            width=16, heads=2, eval_layers=3, value_head=True, init_from=str(tmp_path / "residual.pt")
+        )
     with pytest.raises(ValueError, match="it needs planner_inputs and value_head"):
         PolicyLearner(width=16, heads=2, value_head=True, value_residual=True, planner_inputs=False)
     with pytest.raises(ValueError, match="value_residual"):
