@@ -237,13 +237,14 @@ class PolicyNetwork(nn.Module):
                 sweeps[graph_ids[settled]] = k
                 if bool(settled.all()):
                     break
-                if bool(settled.any()):
+                if bool(settled.any()):  # store the working batch, then drop the settled MDPs from it
                     out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
-                    inputs, keep_state, keep_sa = keep_graphs(inputs, ~settled)
+                    keep = ~settled
+                    inputs, keep_state, keep_sa = keep_graphs(inputs, keep)
                     sa_state, state_graph = inputs["sa_state"], inputs["state_graph"]
                     sa_graph = state_graph[sa_state]
                     h_state, h_sa, log_policy = h_state[keep_state], h_sa[keep_sa], log_policy[keep_sa]
-                    graph_ids, state_ids, sa_ids = graph_ids[~settled], state_ids[keep_state], sa_ids[keep_sa]
+                    graph_ids, state_ids, sa_ids = graph_ids[keep], state_ids[keep_state], sa_ids[keep_sa]
             previous = log_policy
         out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
         readout = self._readout(out_state, out_sa, full_sa_state, self._value_base(data))
