@@ -6,13 +6,14 @@ import torch
 import rlfm.agents
 from rlfm.agents import CLASSICAL, agent_class, agent_names, make_agent
 from rlfm.agents.base import per_run
+from rlfm.agents.guard import guarded_actions
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets, run_offline
 from rlfm.evaluation.online import OnlineConfig, run_online
 from rlfm.mdp import TabularMDP
-from rlfm.solve import ActionLayout, optimal_values
+from rlfm.solve import ActionLayout, evaluate_policy, optimal_values, start_values
 
 MODEL_BASED = ("ucbvi", "ucbvi_bernstein", "psrl", "ce", "vi_lcb", "pevi")
 
@@ -232,3 +233,38 @@ def test_grid_settings_run_as_one_batch():
     alone = [solved("vi_lcb", mdp, data, c=c)[1][0] for c in (0.01, 1.0)]
     assert torch.allclose(batched, torch.cat(alone), atol=1e-9)
     assert agent_class("vi_lcb").vectorized
+
+
+# ------------------------------------------------------------------------------------ consistency guard
+def worst_actions(mdp: TabularMDP) -> torch.Tensor:
+    """(1, S) each state's worst action under Q*."""
+    layout = ActionLayout(mdp.num_actions)
+    return layout.greedy_actions(-optimal_values(mdp)[0][None])
+
+
+@pytest.mark.parametrize("name", ["gridworld_3x3", "frozenlake_4x4_slip02", "sixarms"])
+def test_the_guard_enforces_certainty_equivalence_once_data_are_ample(name):
+    mdp = get_benchmark(name)
+    layout = ActionLayout(mdp.num_actions)
+    worst = worst_actions(mdp)
+    guarded = guarded_actions(worst, [exact_counts(mdp, visits=10**7)], layout, mdp.gamma, strength=0.1)
+    policy = layout.one_hot(guarded)[0]
+    assert torch.allclose(
+        start_values(mdp, evaluate_policy(mdp, policy)), start_values(mdp, optimal_values(mdp)[1])
+    )
+    assert not torch.equal(guarded, worst)
+
+
+def test_the_guard_keeps_the_given_actions_where_the_data_are_thin():
+    mdp = get_benchmark("gridworld_3x3")  # deterministic: one visit per pair gives the exact model
+    layout = ActionLayout(mdp.num_actions)
+    worst = worst_actions(mdp)
+    one_visit = [exact_counts(mdp, visits=1)]
+    # one visit: the bonus (V̂max sqrt(L), c = 1) exceeds any gap of the values
+    assert torch.equal(guarded_actions(worst, one_visit, layout, mdp.gamma, strength=1.0), worst)
+    empty = [Counts.empty_like(mdp)]
+    assert torch.equal(guarded_actions(worst, empty, layout, mdp.gamma, strength=1.0), worst)
+    # a weak guard trusts even one visit of a deterministic world
+    assert not torch.equal(guarded_actions(worst, one_visit, layout, mdp.gamma, strength=0.001), worst)
+    with pytest.raises(ValueError, match="strength"):
+        guarded_actions(worst, one_visit, layout, mdp.gamma, strength=0.0)

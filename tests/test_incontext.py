@@ -5,10 +5,12 @@ from rlfm.agents import make_agent
 from rlfm.agents.incontext import BatchedInContextAgent
 from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
+from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.interactive import InContextAgent
 from rlfm.mdp import TabularMDP
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import PACKAGED_CHECKPOINT, export, load_network, predict_policy
+from rlfm.solve import normalized_value
 from rlfm.speed.inference import greedy_path, grid_counts
 
 
@@ -211,3 +213,20 @@ def test_the_packaged_default_is_the_planner_network_above_256_states():
         torch.testing.assert_close(predict_policy(counts, 0.9), expected)
         agent = InContextAgent(states, 2, gamma=0.9)
         assert agent.temperature == load_network(name).acting_temperature
+
+
+def test_the_guard_changes_the_greedy_policy_not_how_the_agent_acts():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(4096,)), torch.Generator().manual_seed(0))[0]
+    plain, guarded = small_agent(), small_agent(guard=0.001)
+    for agent in (plain, guarded):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    assert torch.equal(plain.logits, guarded.logits)
+    for run in range(2):
+        assert float(normalized_value(mdp, plain.greedy_policy()[run])) < 0.99  # an untrained network
+        assert float(normalized_value(mdp, guarded.greedy_policy()[run])) == pytest.approx(1.0)
+    assert guarded.hyperparameters()["guard"] == 0.001 and "guard" not in plain.hyperparameters()
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="guard"):
+            small_agent(guard=bad)

@@ -26,6 +26,7 @@ from torch import Generator, Tensor
 from torch_geometric.data import Batch
 
 from rlfm.agents.base import Agent
+from rlfm.agents.guard import guarded_actions
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
@@ -47,6 +48,8 @@ class BatchedInContextAgent(Agent):
         max_layers: the cap of that unrolling.
         warm_start: a network that unrolls until its policy settles starts each plan from the embeddings
             where the previous plan settled (at least 2 sweeps) instead of from the encoded inputs.
+        guard: c > 0 overrules the greedy policy where the data are sure it is worse
+            (:mod:`rlfm.agents.guard`, bonus scale c); None: no guard. Acting is unchanged.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -65,12 +68,15 @@ class BatchedInContextAgent(Agent):
         max_layers: int = 256,
         warm_start: bool = False,
         replan_growth: float | None = None,
+        guard: float | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
+        if guard is not None and not (math.isfinite(guard) and guard > 0):
+            raise ValueError(f"guard must be a positive number or None, got {guard}")
         if replan_growth is not None and warm_start:
             raise ValueError(
                 "warm_start and replan_growth cannot be combined (a warm start needs every run planned)"
@@ -83,6 +89,7 @@ class BatchedInContextAgent(Agent):
         self.max_layers = max_layers
         self.warm_start = warm_start
         self.replan_growth = replan_growth
+        self.guard = guard
         self.layers_used: list[int] = []
 
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
@@ -139,6 +146,10 @@ class BatchedInContextAgent(Agent):
         shape = (len(counts), self.layout.num_pairs)
         self.logits[runs] = logits.double().cpu().view(shape)
         self.greedy_scores[runs] = greedy_scores.double().cpu().view(shape)
+        if self.guard is not None:
+            actions = self.layout.greedy_actions(self.greedy_scores[runs])
+            guarded = guarded_actions(actions, counts, self.layout, self.gamma, self.guard)
+            self.greedy_scores[runs] = self.layout.one_hot(guarded)
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
@@ -160,4 +171,5 @@ class BatchedInContextAgent(Agent):
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
+            **({"guard": self.guard} if self.guard is not None else {}),
         }

@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="online: rlfm re-plans a run only once its data grew by the factor 1 + KAPPA (default: every episode)",
     )
     parser.add_argument(
+        "--guard",
+        type=float,
+        default=None,
+        metavar="C",
+        help="rlfm's greedy action is overruled where VI-LCB's best action is surely better: its lower bound "
+        "above UCB-VI's upper bound of rlfm's action, both with bonus scale C > 0 (default: off)",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
     )
     parser.add_argument(
@@ -242,6 +250,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
     if args.replan_growth is not None and not (math.isfinite(args.replan_growth) and args.replan_growth > 0):
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
+    if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
+        raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -295,7 +305,7 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
     if "rlfm" not in agents:
-        for flag in ("checkpoint", "temperature", "replan_growth"):
+        for flag in ("checkpoint", "temperature", "replan_growth", "guard"):
             if getattr(args, flag) is not None:
                 raise ValueError(
                     f"--{flag.replace('_', '-')} is read only by the rlfm agent, which is not among the agents"
@@ -359,6 +369,7 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "checkpoint": args.checkpoint,
         "temperature": args.temperature,
         "replan_growth": args.replan_growth,
+        "guard": args.guard,
     }
     return {key: value for key, value in extra.items() if value is not None}
 
