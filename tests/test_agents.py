@@ -243,7 +243,7 @@ def worst_actions(mdp: TabularMDP) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("name", ["gridworld_3x3", "frozenlake_4x4_slip02", "sixarms"])
-def test_the_guard_enforces_certainty_equivalence_once_data_are_ample(name):
+def test_the_guard_enforces_an_optimal_action_once_data_are_ample(name):
     mdp = get_benchmark(name)
     layout = ActionLayout(mdp.num_actions)
     worst = worst_actions(mdp)

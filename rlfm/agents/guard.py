@@ -45,10 +45,11 @@ def guarded_actions(
     the bonus scale c of both bounds, > 0)."""
     if not strength > 0:
         raise ValueError(f"the guard's strength must be positive, got {strength}")
+    model = EmpiricalModel.from_counts(counts, layout)
     bounds = []
     for planner in (UCBVI(c=strength, exploit="optimistic"), VILCB(c=strength)):
         planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
-        bounds.append(planner.solve(EmpiricalModel.from_counts(counts, layout))[0])  # (R, SA)
+        bounds.append(planner.solve(model)[0])  # (R, SA)
     upper, lower = bounds
     first = layout.action_ptr[:-1]
     safe, kept = first + layout.greedy_actions(lower), first + actions  # (R, S) pair indices
