@@ -18,6 +18,7 @@ import math
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import scatter, softmax
@@ -288,24 +289,30 @@ class PolicyNetwork(nn.Module):
         self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor, value_base: Tensor | None = None
     ) -> Readout:
         """Both heads' outputs (SA,); ``value_base`` (SA,): what a residual value head adds its output to."""
-        features = pair_features(h_state, h_sa, sa_state)
-        values = None if self.value_head is None else self.value_head(features).squeeze(-1)
+        values = None if self.value_head is None else pair_head(self.value_head, h_state, h_sa, sa_state)
         if value_base is not None:
             values = values + value_base
-        return Readout(self.head(features).squeeze(-1), values)
+        return Readout(self._logits(h_state, h_sa, sa_state), values)
 
     def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
         """The policy head's logits (SA,) alone."""
-        return self.head(pair_features(h_state, h_sa, sa_state)).squeeze(-1)
+        return pair_head(self.head, h_state, h_sa, sa_state)
 
     def greedy_scores(self, readout: Readout) -> Tensor:
         """(SA,) the scores whose argmax over each state's actions is this network's greedy policy."""
         return readout.values if self.greedy_from == "value" else readout.logits
 
 
-def pair_features(h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
-    """What the heads read for each pair (SA, 2d): its embedding beside its state's."""
-    return torch.cat([h_sa, h_state[sa_state]], dim=-1)
+def pair_head(head: nn.Sequential, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
+    """A head's output (SA,) for each pair from its embedding beside its state's, MLP[h_sa, h_s].
+
+    The first layer is applied to the two parts separately, W [h_sa, h_s] = W_sa h_sa + (W_s h_s)[s(sa)],
+    so the state part costs S rows instead of SA and the (SA, 2d) concatenation is never built: the heads
+    run after every sweep while a network settles."""
+    first, d = head[0], h_sa.shape[-1]
+    state_term = F.linear(h_state, first.weight[:, d:])  # [S, hidden]
+    hidden = F.linear(h_sa, first.weight[:, :d], first.bias).add_(state_term[sa_state])  # [SA, hidden]
+    return head[1:](hidden).squeeze(-1)
 
 
 def checked_acting_temperature(value: object) -> float:
