@@ -6,7 +6,7 @@ import torch
 import rlfm.agents
 from rlfm.agents import CLASSICAL, agent_class, agent_names, make_agent
 from rlfm.agents.base import per_run
-from rlfm.agents.guard import guarded_actions
+from rlfm.agents.guard import guarded_actions, reaches_unvisited
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
@@ -18,9 +18,14 @@ from rlfm.solve import ActionLayout, evaluate_policy, optimal_values, start_valu
 MODEL_BASED = ("ucbvi", "ucbvi_bernstein", "psrl", "ce", "vi_lcb", "pevi")
 
 
-def exact_counts(mdp: TabularMDP, visits: int = 1000, reward_factor: float = 1.0) -> Counts:
-    """Counts whose P̂ and r̂ equal the true model in every non-terminal state (N(s,a,s') = visits·P)."""
+def exact_counts(
+    mdp: TabularMDP, visits: int = 1000, reward_factor: float = 1.0, unvisited: int | None = None
+) -> Counts:
+    """Counts whose P̂ and r̂ equal the true model in every non-terminal state (N(s,a,s') = visits·P), but
+    for the pair ``unvisited``, never tried."""
     live = ~mdp.terminal[mdp.sa_state]
+    if unvisited is not None:
+        live[unvisited] = False
     sa_count = torch.where(live, visits, 0)
     edge_live = live[mdp.transition_sa]
     key = (mdp.transition_sa * mdp.num_states + mdp.transition_next)[edge_live]
@@ -268,3 +273,25 @@ def test_the_guard_keeps_the_given_actions_where_the_data_are_thin():
     assert not torch.equal(guarded_actions(worst, one_visit, layout, mdp.gamma, strength=0.001), worst)
     with pytest.raises(ValueError, match="strength"):
         guarded_actions(worst, one_visit, layout, mdp.gamma, strength=0.0)
+
+
+def test_the_guard_never_acts_on_values_an_unexplored_pair_can_change():
+    mdp = get_benchmark("gridworld_3x3")  # every state reaches every other
+    layout = ActionLayout(mdp.num_actions)
+    worst = worst_actions(mdp)
+    assert not mdp.terminal[0]
+    one_gap = [exact_counts(mdp, visits=1, unvisited=0)]  # state 0's first action never tried
+    # one visit of everything else, the weakest guard: its bounds would be sure, but the unseen pair could
+    # hold any reward, and every pair that can come back to state 0 reaches it (all but the moves into
+    # the goal, which ends the episode)
+    unexplored = reaches_unvisited(EmpiricalModel.from_counts(one_gap, layout))[0]
+    assert unexplored[:4].all() and not unexplored[-4:].any() and unexplored.sum() > layout.num_pairs // 2
+    assert torch.equal(guarded_actions(worst, one_gap, layout, mdp.gamma, strength=0.001), worst)
+
+
+def test_pairs_of_terminal_states_are_not_unexplored():
+    mdp = get_benchmark("frozenlake_4x4_slip02")  # holes and goal end the episode: never tried
+    layout = ActionLayout(mdp.num_actions)
+    complete = EmpiricalModel.from_counts([exact_counts(mdp, visits=3)], layout)
+    assert not reaches_unvisited(complete).any()
+    assert reaches_unvisited(EmpiricalModel.from_counts([Counts.empty_like(mdp)], layout)).all()

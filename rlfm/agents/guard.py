@@ -11,18 +11,19 @@ values :math:`\underline Q` of VI-LCB (:mod:`rlfm.agents.pessimistic`), both wit
         & \text{if } \underline Q(s, \underline a(s)) > \overline Q(s, a_\theta(s)), \\
         a_\theta(s) & \text{otherwise.} \end{cases}
 
-Both bounds propagate their uncertainty through the Bellman backup, and an unvisited pair is worth
-:math:`+\infty` to the optimist and :math:`-\hat V_{\max}` to the pessimist, so a gap that only looks sure
-because part of the MDP was never explored is not enforced. As the counts grow both bounds tend to
-:math:`Q^*` (bonuses :math:`\propto \sqrt{\log t / N}`), so every suboptimal choice of the network is
-eventually overruled by an optimal action: the guarded policy cannot stay below planning on the data once
-they are ample. With little data the bounds are wide and the network's choice stands. The guard changes
-only the greedy (exploitation) policy, never how an agent acts.
+Both bounds propagate their uncertainty through the Bellman backup (unvisited pairs: :math:`+\infty` to
+the optimist, :math:`-\hat V_{\max}` to the pessimist). Both planners take the value range
+:math:`\hat V_{\max} = \hat r_{\max} / (1 - \gamma)` from the largest reward observed so far, which says
+nothing about a pair never tried: its reward could be anything (the far end of a chain, a rare room). So
+the guard compares only *explored* pairs, those from which no untried pair can be reached along observed
+transitions (:func:`reaches_unvisited`; states seen to end an episode have nothing to try): a value that an
+unexplored part of the MDP could still change is never called sure.
 
-Its blind spot is the bound :math:`\hat V_{\max} = \hat r_{\max} / (1 - \gamma)` both planners take
-from the largest reward observed so far: a reward never seen (the far end of a chain, a rare room) is
-outside both bounds, so a small ``c`` can overrule a network that is right to expect it. Measured on the
-validation MDPs (README, "Choosing on validation"), no ``c`` helped there; the guard is off by default.
+As the counts grow every pair is tried and both bounds tend to :math:`Q^*` (bonuses
+:math:`\propto \sqrt{\log t / N}`), so every suboptimal choice of the network is eventually overruled by an
+optimal action: the guarded policy cannot stay below planning on the data once they are ample. With little
+data the bounds are wide, or part of the MDP is untried, and the network's choice stands. The guard changes
+only the greedy (exploitation) policy, never how an agent acts.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from rlfm.agents.optimistic import UCBVI
 from rlfm.agents.pessimistic import VILCB
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.counts import Counts
-from rlfm.solve import ActionLayout
+from rlfm.solve import ActionLayout, expectation
 
 
 def guarded_actions(
@@ -46,6 +47,7 @@ def guarded_actions(
     if not strength > 0:
         raise ValueError(f"the guard's strength must be positive, got {strength}")
     model = EmpiricalModel.from_counts(counts, layout)
+    unexplored = reaches_unvisited(model)  # (R, SA)
     bounds = []
     for planner in (UCBVI(c=strength, exploit="optimistic"), VILCB(c=strength)):
         planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
@@ -54,4 +56,25 @@ def guarded_actions(
     first = layout.action_ptr[:-1]
     safe, kept = first + layout.greedy_actions(lower), first + actions  # (R, S) pair indices
     sure = lower.gather(1, safe) > upper.gather(1, kept)
+    sure &= ~unexplored.gather(1, safe) & ~unexplored.gather(1, kept)
     return torch.where(sure, safe - first, actions)
+
+
+def reaches_unvisited(model: EmpiricalModel) -> Tensor:
+    """(R, SA) the pairs from which an unvisited pair of a state not seen to end an episode can be reached
+    along observed transitions (the pair itself included).
+
+    The least fixed point of U(s, a) = [N(s, a) = 0 and s not terminal] or [some observed successor s'
+    has a pair in U], found by at most S sparse products."""
+    layout = model.layout
+    P = model.matrix(torch.ones_like(model.edge_count))  # (R·SA, R·S), 1 on each observed edge
+    seed = ~model.visited & ~model.terminal[:, layout.sa_state]  # (R, SA)
+    unexplored = seed
+    for _ in range(layout.num_states):
+        state_open = model.count.new_zeros(model.runs, layout.num_states)
+        state_open.index_add_(1, layout.sa_state, unexplored.double())  # (R, S) > 0 where a pair is open
+        grown = seed | (expectation(P, state_open) > 0)
+        if bool((grown == unexplored).all()):
+            break
+        unexplored = grown
+    return unexplored
