@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="C",
         help="rlfm's greedy action is overruled where VI-LCB's best action is surely better: its lower bound "
-        "above UCB-VI's upper bound of rlfm's action, both with bonus scale C > 0 (default: off)",
+        "above UCB-VI's upper bound of rlfm's action, both with bonus scale C > 0, among pairs from which no "
+        "untried pair can be reached (default: off)",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
