@@ -311,7 +311,7 @@ def pair_head(head: nn.Sequential, h_state: Tensor, h_sa: Tensor, sa_state: Tens
     run after every sweep while a network settles."""
     first, d = head[0], h_sa.shape[-1]
     state_term = F.linear(h_state, first.weight[:, d:])  # [S, hidden]
-    hidden = F.linear(h_sa, first.weight[:, :d], first.bias).add_(state_term[sa_state])  # [SA, hidden]
+    hidden = F.linear(h_sa, first.weight[:, :d], first.bias).add_(state_term.index_select(0, sa_state))
     return head[1:](hidden).squeeze(-1)
 
 

@@ -103,7 +103,8 @@ class PropagationBlock(nn.Module):
         weight = self.update_state_action[0].weight
         context_term = F.linear(context, weight[:, 2 * d : 3 * d])  # [B, 2d]
         hidden = torch.mm(h_sa, weight[:, :d].T).addmm_(message, weight[:, d : 2 * d].T).add_(injected_sa)
-        hidden.add_(context_term if num_graphs == 1 else context_term[state_graph[sa_state]])
+        # (index_select: the same rows as indexing, several times faster for large float gathers on CPU)
+        hidden.add_(context_term if num_graphs == 1 else context_term.index_select(0, state_graph[sa_state]))
         h_sa = self.norm_state_action(self.update_state_action[1:](hidden).add_(h_sa))
         best = scatter(h_sa, sa_state, dim=0, dim_size=S, reduce="max")  # [S, d]
         mean = scatter(h_sa, sa_state, dim=0, dim_size=S, reduce="mean")  # [S, d]
