@@ -382,8 +382,11 @@ def _online(
     """One record per (MDP, agent) pair."""
     plan = [(i, mdp, name) for i, mdp in enumerate(mdps) for name in agents]
     work = [config.episodes * _batch_count(name, args.grid) for _, _, name in plan]
+    # the network agent's runs on the largest MDPs take longest: start them first, so that no worker is left
+    # with one long run at the end (the order of the records and every result are unchanged)
+    cost = [(name == "rlfm", mdp.num_state_actions) for _, mdp, name in plan]
     pair = functools.partial(_online_pair, args=args, config=config)
-    return _map(pair, plan, work, args, "episode")
+    return _map(pair, plan, work, args, "episode", cost)
 
 
 def _online_pair(
@@ -467,17 +470,28 @@ def _scorer(i: int, mdp: TabularMDP, horizon: int) -> Scorer:
 
 
 def _map(
-    job: Callable[..., Any], plan: list[tuple], work: list[int], args: argparse.Namespace, unit: str
+    job: Callable[..., Any],
+    plan: list[tuple],
+    work: list[int],
+    args: argparse.Namespace,
+    unit: str,
+    cost: list[Any] | None = None,
 ) -> list[Any]:
     """``[job(*item) for item in plan]``, in ``args.workers`` processes when more than one (``work``: each
-    item's share of the progress bar; a worker's item advances it when it finishes)."""
+    item's share of the progress bar; a worker's item advances it when it finishes; ``cost``: sort keys of
+    the items' expected run times, the costliest started first)."""
     bar = _progress(sum(work), args.progress, unit)
     try:
         if args.workers == 1:
             return [job(*item, bar=bar) for item in plan]
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch state
         with ProcessPoolExecutor(args.workers, context, _start_worker, (args.threads,)) as pool:
-            futures = {pool.submit(job, *item): k for k, item in enumerate(plan)}
+            order = (
+                range(len(plan))
+                if cost is None
+                else sorted(range(len(plan)), key=lambda k: cost[k], reverse=True)
+            )
+            futures = {pool.submit(job, *plan[k]): k for k in order}
             results: list[Any] = [None] * len(plan)
             for future in as_completed(futures):
                 k = futures[future]
