@@ -464,7 +464,7 @@ _SCORERS: dict[tuple[int, str, int], Scorer] = {}  # this process's scorers, sha
 def _scorer(i: int, mdp: TabularMDP, horizon: int) -> Scorer:
     key = (i, mdp.name, horizon)
     if key not in _SCORERS:
-        _SCORERS.clear()  # the MDPs run one after another: keep only the current one's
+        _SCORERS.clear()  # a worker runs one MDP at a time: keep only the latest one's (rebuilt if it returns)
         _SCORERS[key] = Scorer(mdp, horizon)
     return _SCORERS[key]
 
