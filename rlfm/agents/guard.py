@@ -71,8 +71,7 @@ def reaches_unvisited(model: EmpiricalModel) -> Tensor:
     seed = ~model.visited & ~model.terminal[:, layout.sa_state]  # (R, SA)
     unexplored = seed
     for _ in range(layout.num_states):
-        state_open = model.count.new_zeros(model.runs, layout.num_states)
-        state_open.index_add_(1, layout.sa_state, unexplored.double())  # (R, S) > 0 where a pair is open
+        state_open = layout.state_max(unexplored.double())  # (R, S) 1 where a pair of the state is open
         grown = seed | (expectation(P, state_open) > 0)
         if bool((grown == unexplored).all()):
             break
