@@ -6,7 +6,7 @@ import torch
 import rlfm.agents
 from rlfm.agents import CLASSICAL, agent_class, agent_names, make_agent
 from rlfm.agents.base import per_run
-from rlfm.agents.guard import guarded_actions, reaches_unvisited
+from rlfm.agents.guard import evidence_scores, guarded_actions, reaches_unvisited
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
@@ -295,3 +295,39 @@ def test_pairs_of_terminal_states_are_not_unexplored():
     complete = EmpiricalModel.from_counts([exact_counts(mdp, visits=3)], layout)
     assert not reaches_unvisited(complete).any()
     assert reaches_unvisited(EmpiricalModel.from_counts([Counts.empty_like(mdp)], layout)).all()
+
+
+# ------------------------------------------------------------------------------------ evidence readout
+def worst_logits(mdp: TabularMDP, margin: float = 5.0) -> torch.Tensor:
+    """(1, SA) logits that put each state's worst action ``margin`` above the others."""
+    layout = ActionLayout(mdp.num_actions)
+    return layout.one_hot(worst_actions(mdp)) * margin
+
+
+@pytest.mark.parametrize("name", ["gridworld_3x3", "frozenlake_4x4_slip02", "sixarms"])
+def test_the_evidence_readout_plans_on_the_counts_once_data_are_ample(name):
+    mdp = get_benchmark(name)
+    layout = ActionLayout(mdp.num_actions)
+    logits = worst_logits(mdp)
+    scores = evidence_scores(logits, [exact_counts(mdp, visits=10**7)], layout, mdp.gamma, strength=1.0)
+    policy = layout.greedy_policy(scores)[0]
+    assert torch.allclose(
+        start_values(mdp, evaluate_policy(mdp, policy)), start_values(mdp, optimal_values(mdp)[1])
+    )
+
+
+def test_the_evidence_readout_keeps_the_network_where_the_data_are_few_or_unexplored():
+    mdp = get_benchmark("gridworld_3x3")
+    layout = ActionLayout(mdp.num_actions)
+    logits = worst_logits(mdp)
+    worst = worst_actions(mdp)
+    for counts in ([Counts.empty_like(mdp)], [exact_counts(mdp, visits=1, unvisited=0)]):
+        scores = evidence_scores(logits, counts, layout, mdp.gamma, strength=1000.0)
+        assert torch.equal(layout.greedy_actions(scores), worst)  # nothing explored: the network's choice
+    one_visit = [exact_counts(mdp, visits=1)]  # every pair once: the weight grows with κ
+    weak = evidence_scores(logits, one_visit, layout, mdp.gamma, strength=0.01)
+    strong = evidence_scores(logits, one_visit, layout, mdp.gamma, strength=1000.0)
+    assert torch.equal(layout.greedy_actions(weak), worst)
+    assert not torch.equal(layout.greedy_actions(strong), worst)
+    with pytest.raises(ValueError, match="strength"):
+        evidence_scores(logits, one_visit, layout, mdp.gamma, strength=0.0)

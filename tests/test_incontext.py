@@ -230,3 +230,22 @@ def test_the_guard_changes_the_greedy_policy_not_how_the_agent_acts():
     for bad in (0.0, -1.0, float("inf")):
         with pytest.raises(ValueError, match="guard"):
             small_agent(guard=bad)
+
+
+def test_the_evidence_readout_changes_the_greedy_policy_not_how_the_agent_acts():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(4096,)), torch.Generator().manual_seed(0))[0]
+    plain, weighed = small_agent(), small_agent(evidence=1.0)
+    for agent in (plain, weighed):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    assert torch.equal(plain.logits, weighed.logits)
+    for run in range(2):
+        assert float(normalized_value(mdp, plain.greedy_policy()[run])) < 0.99  # an untrained network
+        assert float(normalized_value(mdp, weighed.greedy_policy()[run])) == pytest.approx(1.0)
+    assert weighed.hyperparameters()["evidence"] == 1.0 and "evidence" not in plain.hyperparameters()
+    for bad in (0.0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match="evidence"):
+            small_agent(evidence=bad)
+    with pytest.raises(ValueError, match="choose one"):
+        small_agent(guard=0.001, evidence=1.0)

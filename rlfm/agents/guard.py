@@ -24,6 +24,20 @@ As the counts grow every pair is tried and both bounds tend to :math:`Q^*` (bonu
 optimal action: the guarded policy cannot stay below planning on the data once they are ample. With little
 data the bounds are wide, or part of the MDP is untried, and the network's choice stands. The guard changes
 only the greedy (exploitation) policy, never how an agent acts.
+
+A soft variant, :func:`evidence_scores`, weighs the network's policy by the evidence of the data instead of
+waiting for bounds to separate: with certainty equivalence's advantages
+:math:`\hat A(s, a) = (\hat Q(s, a) - \max_b \hat Q(s, b)) / \hat V_{\max} \in [-1, 0]` and its greedy
+action :math:`\hat a(s)`,
+
+.. math::
+    a(s) = \arg\max_a \big[\log \pi_\theta(a \mid s) + \kappa\, n(s, a)\, \hat A(s, a)\big],
+    \qquad n(s, a) = \min\big(N(s, a), N(s, \hat a(s))\big),
+
+with :math:`n = 0` where either pair is unexplored. It is the Boltzmann policy of the empirical model at
+temperature :math:`1 / (\kappa n)` with the network's policy as prior: the network decides where the data
+are few, planning on the counts where they are many, and as every N grows the argmax tends to certainty
+equivalence's (consistent, like the guard).
 """
 
 from __future__ import annotations
@@ -31,11 +45,12 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from rlfm.agents.certainty import CertaintyEquivalence
 from rlfm.agents.optimistic import UCBVI
 from rlfm.agents.pessimistic import VILCB
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.counts import Counts
-from rlfm.solve import ActionLayout, expectation
+from rlfm.solve import ActionLayout
 
 
 def guarded_actions(
@@ -60,20 +75,49 @@ def guarded_actions(
     return torch.where(sure, safe - first, actions)
 
 
+def evidence_scores(
+    logits: Tensor, counts: list[Counts], layout: ActionLayout, gamma: float, strength: float
+) -> Tensor:
+    """(R, SA) greedy scores log π_θ(a | s) + κ n(s, a) Â(s, a) (module docstring) for the network's policy
+    ``logits`` (R, SA) on the R runs' ``counts``; ``strength``: κ > 0. Only their argmax per state is meant
+    to be used (the logits' per-state normaliser is left out: it does not move it)."""
+    if not strength > 0:
+        raise ValueError(f"the evidence strength must be positive, got {strength}")
+    model = EmpiricalModel.from_counts(counts, layout)
+    planner = CertaintyEquivalence()
+    planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
+    q = planner.solve(model)[0]  # (R, SA)
+    v_max = planner.value_bound(model)  # (R, 1)
+    advantage = (q - layout.state_max(q)[:, layout.sa_state]) / v_max  # (R, SA), in [-1, 0]
+    best = layout.action_ptr[:-1] + layout.greedy_actions(q)  # (R, S) pair indices
+    fewest = fewest_visits_ahead(model)  # (R, SA), 0 where unexplored
+    weight = torch.minimum(fewest, fewest.gather(1, best)[:, layout.sa_state])
+    weight = torch.where(weight.isinf(), 0.0, weight)  # states seen to end an episode: nothing to choose
+    return logits.double() + strength * weight * advantage
+
+
 def reaches_unvisited(model: EmpiricalModel) -> Tensor:
     """(R, SA) the pairs from which an unvisited pair of a state not seen to end an episode can be reached
-    along observed transitions (the pair itself included).
+    along observed transitions (the pair itself included): those whose :func:`fewest_visits_ahead` is 0."""
+    return fewest_visits_ahead(model) == 0
 
-    The least fixed point of U(s, a) = [N(s, a) = 0 and s not terminal] or [some observed successor s'
-    has a pair in U], found by at most S sparse products."""
+
+def fewest_visits_ahead(model: EmpiricalModel) -> Tensor:
+    """(R, SA) the fewest visits N among the pairs that can be reached from each pair along observed
+    transitions (itself included; pairs of states seen to end an episode have nothing to try and count as
+    +∞). 0 where an untried pair is reachable.
+
+    The fixed point of m(s, a) = min(N(s, a), min over observed successors s' of min_b m(s', b)), found by
+    at most S rounds of a scatter-min over the observed edges."""
     layout = model.layout
-    P = model.matrix(torch.ones_like(model.edge_count))  # (R·SA, R·S), 1 on each observed edge
-    seed = ~model.visited & ~model.terminal[:, layout.sa_state]  # (R, SA)
-    unexplored = seed
+    base = torch.where(model.terminal[:, layout.sa_state], torch.inf, model.count)  # (R, SA)
+    fewest = base
     for _ in range(layout.num_states):
-        state_open = layout.state_max(unexplored.double())  # (R, S) 1 where a pair of the state is open
-        grown = seed | (expectation(P, state_open) > 0)
-        if bool((grown == unexplored).all()):
+        state_fewest = layout.padded(fewest, fill=torch.inf).amin(dim=-1).reshape(-1)  # (R·S,)
+        ahead = torch.full_like(base.reshape(-1), torch.inf)
+        ahead.scatter_reduce_(0, model.edge_sa, state_fewest[model.edge_next], reduce="amin")
+        grown = torch.minimum(base, ahead.view_as(base))
+        if bool((grown == fewest).all()):
             break
-        unexplored = grown
-    return unexplored
+        fewest = grown
+    return fewest

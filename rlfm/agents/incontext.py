@@ -26,7 +26,7 @@ from torch import Generator, Tensor
 from torch_geometric.data import Batch
 
 from rlfm.agents.base import Agent
-from rlfm.agents.guard import guarded_actions
+from rlfm.agents.guard import evidence_scores, guarded_actions
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
@@ -50,6 +50,9 @@ class BatchedInContextAgent(Agent):
             where the previous plan settled (at least 2 sweeps) instead of from the encoded inputs.
         guard: c > 0 overrules the greedy policy where the data are sure it is worse
             (:mod:`rlfm.agents.guard`, bonus scale c); None: no guard. Acting is unchanged.
+        evidence: κ > 0 makes the greedy policy argmax_a log π_θ(a | s) + κ n(s, a) Â(s, a), the network's
+            policy weighed by certainty equivalence's advantages and the counts behind them
+            (:func:`rlfm.agents.guard.evidence_scores`); None: the network's own. Acting is unchanged.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -69,6 +72,7 @@ class BatchedInContextAgent(Agent):
         warm_start: bool = False,
         replan_growth: float | None = None,
         guard: float | None = None,
+        evidence: float | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -77,6 +81,10 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
+        if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
+            raise ValueError(f"evidence must be a positive number or None, got {evidence}")
+        if guard is not None and evidence is not None:
+            raise ValueError("guard and evidence are two readouts of the greedy policy: choose one")
         if replan_growth is not None and warm_start:
             raise ValueError(
                 "warm_start and replan_growth cannot be combined (a warm start needs every run planned)"
@@ -90,6 +98,7 @@ class BatchedInContextAgent(Agent):
         self.warm_start = warm_start
         self.replan_growth = replan_growth
         self.guard = guard
+        self.evidence = evidence
         self.layers_used: list[int] = []
 
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
@@ -150,6 +159,10 @@ class BatchedInContextAgent(Agent):
             actions = self.layout.greedy_actions(self.greedy_scores[runs])
             guarded = guarded_actions(actions, counts, self.layout, self.gamma, self.guard)
             self.greedy_scores[runs] = self.layout.one_hot(guarded)
+        if self.evidence is not None:
+            self.greedy_scores[runs] = evidence_scores(
+                self.logits[runs], counts, self.layout, self.gamma, self.evidence
+            )
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
@@ -172,4 +185,5 @@ class BatchedInContextAgent(Agent):
             **({"warm_start": True} if self.warm_start else {}),
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
+            **({"evidence": self.evidence} if self.evidence is not None else {}),
         }

@@ -108,6 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
         "untried pair can be reached (default: off)",
     )
     parser.add_argument(
+        "--evidence",
+        type=float,
+        default=None,
+        metavar="KAPPA",
+        help="rlfm's greedy action maximises log pi(a|s) + KAPPA n(s,a) A(s,a): its policy weighed by certainty "
+        "equivalence's normalised advantages A and the counts n behind them, explored pairs only (default: off)",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
     )
     parser.add_argument(
@@ -253,6 +261,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
+    if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
+        raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
+    if args.guard is not None and args.evidence is not None:
+        raise ValueError("--guard and --evidence are two readouts of rlfm's greedy policy: choose one")
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -306,7 +318,7 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
     if "rlfm" not in agents:
-        for flag in ("checkpoint", "temperature", "replan_growth", "guard"):
+        for flag in ("checkpoint", "temperature", "replan_growth", "guard", "evidence"):
             if getattr(args, flag) is not None:
                 raise ValueError(
                     f"--{flag.replace('_', '-')} is read only by the rlfm agent, which is not among the agents"
@@ -371,6 +383,7 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "temperature": args.temperature,
         "replan_growth": args.replan_growth,
         "guard": args.guard,
+        "evidence": args.evidence,
     }
     return {key: value for key, value in extra.items() if value is not None}
 
