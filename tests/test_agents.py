@@ -247,17 +247,26 @@ def worst_actions(mdp: TabularMDP) -> torch.Tensor:
     return layout.greedy_actions(-optimal_values(mdp)[0][None])
 
 
+def ample_data_readout(readout: str, mdp: TabularMDP) -> torch.Tensor:
+    """(1, S) the greedy actions of ``readout`` over the worst actions, with every pair visited 10⁷ times."""
+    layout, worst = ActionLayout(mdp.num_actions), worst_actions(mdp)
+    ample = [exact_counts(mdp, visits=10**7)]
+    if readout == "guard":
+        return guarded_actions(worst, ample, layout, mdp.gamma, strength=0.1)
+    scores = evidence_scores(5.0 * layout.one_hot(worst), ample, layout, mdp.gamma, strength=1.0)
+    return layout.greedy_actions(scores)
+
+
+@pytest.mark.parametrize("readout", ["guard", "evidence"])
 @pytest.mark.parametrize("name", ["gridworld_3x3", "frozenlake_4x4_slip02", "sixarms"])
-def test_the_guard_enforces_an_optimal_action_once_data_are_ample(name):
+def test_a_consistency_readout_plans_optimally_once_data_are_ample(readout, name):
     mdp = get_benchmark(name)
-    layout = ActionLayout(mdp.num_actions)
-    worst = worst_actions(mdp)
-    guarded = guarded_actions(worst, [exact_counts(mdp, visits=10**7)], layout, mdp.gamma, strength=0.1)
-    policy = layout.one_hot(guarded)[0]
+    actions = ample_data_readout(readout, mdp)
+    policy = ActionLayout(mdp.num_actions).one_hot(actions)[0]
     assert torch.allclose(
         start_values(mdp, evaluate_policy(mdp, policy)), start_values(mdp, optimal_values(mdp)[1])
     )
-    assert not torch.equal(guarded, worst)
+    assert not torch.equal(actions, worst_actions(mdp))
 
 
 def test_the_guard_keeps_the_given_actions_where_the_data_are_thin():
@@ -298,29 +307,11 @@ def test_pairs_of_terminal_states_are_not_unexplored():
 
 
 # ------------------------------------------------------------------------------------ evidence readout
-def worst_logits(mdp: TabularMDP, margin: float = 5.0) -> torch.Tensor:
-    """(1, SA) logits that put each state's worst action ``margin`` above the others."""
-    layout = ActionLayout(mdp.num_actions)
-    return layout.one_hot(worst_actions(mdp)) * margin
-
-
-@pytest.mark.parametrize("name", ["gridworld_3x3", "frozenlake_4x4_slip02", "sixarms"])
-def test_the_evidence_readout_plans_on_the_counts_once_data_are_ample(name):
-    mdp = get_benchmark(name)
-    layout = ActionLayout(mdp.num_actions)
-    logits = worst_logits(mdp)
-    scores = evidence_scores(logits, [exact_counts(mdp, visits=10**7)], layout, mdp.gamma, strength=1.0)
-    policy = layout.greedy_policy(scores)[0]
-    assert torch.allclose(
-        start_values(mdp, evaluate_policy(mdp, policy)), start_values(mdp, optimal_values(mdp)[1])
-    )
-
-
 def test_the_evidence_readout_keeps_the_network_where_the_data_are_few_or_unexplored():
     mdp = get_benchmark("gridworld_3x3")
     layout = ActionLayout(mdp.num_actions)
-    logits = worst_logits(mdp)
     worst = worst_actions(mdp)
+    logits = 5.0 * layout.one_hot(worst)  # the worst action 5 nats above the others
     for counts in ([Counts.empty_like(mdp)], [exact_counts(mdp, visits=1, unvisited=0)]):
         scores = evidence_scores(logits, counts, layout, mdp.gamma, strength=1000.0)
         assert torch.equal(layout.greedy_actions(scores), worst)  # nothing explored: the network's choice

@@ -215,37 +215,21 @@ def test_the_packaged_default_is_the_planner_network_above_256_states():
         assert agent.temperature == load_network(name).acting_temperature
 
 
-def test_the_guard_changes_the_greedy_policy_not_how_the_agent_acts():
+@pytest.mark.parametrize("readout, strength", [("guard", 0.001), ("evidence", 1.0)])
+def test_a_consistency_readout_changes_the_greedy_policy_not_how_the_agent_acts(readout, strength):
     mdp = gridworld(3)
     data = collect_datasets(mdp, 2, OfflineConfig(sizes=(4096,)), torch.Generator().manual_seed(0))[0]
-    plain, guarded = small_agent(), small_agent(guard=0.001)
-    for agent in (plain, guarded):
+    plain, read = small_agent(), small_agent(**{readout: strength})
+    for agent in (plain, read):
         agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
         agent.plan(data)
-    assert torch.equal(plain.logits, guarded.logits)
+    assert torch.equal(plain.logits, read.logits)
     for run in range(2):
         assert float(normalized_value(mdp, plain.greedy_policy()[run])) < 0.99  # an untrained network
-        assert float(normalized_value(mdp, guarded.greedy_policy()[run])) == pytest.approx(1.0)
-    assert guarded.hyperparameters()["guard"] == 0.001 and "guard" not in plain.hyperparameters()
+        assert float(normalized_value(mdp, read.greedy_policy()[run])) == pytest.approx(1.0)
+    assert read.hyperparameters()[readout] == strength and readout not in plain.hyperparameters()
     for bad in (0.0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="guard"):
-            small_agent(guard=bad)
-
-
-def test_the_evidence_readout_changes_the_greedy_policy_not_how_the_agent_acts():
-    mdp = gridworld(3)
-    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(4096,)), torch.Generator().manual_seed(0))[0]
-    plain, weighed = small_agent(), small_agent(evidence=1.0)
-    for agent in (plain, weighed):
-        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
-        agent.plan(data)
-    assert torch.equal(plain.logits, weighed.logits)
-    for run in range(2):
-        assert float(normalized_value(mdp, plain.greedy_policy()[run])) < 0.99  # an untrained network
-        assert float(normalized_value(mdp, weighed.greedy_policy()[run])) == pytest.approx(1.0)
-    assert weighed.hyperparameters()["evidence"] == 1.0 and "evidence" not in plain.hyperparameters()
-    for bad in (0.0, -1.0, float("inf")):
-        with pytest.raises(ValueError, match="evidence"):
-            small_agent(evidence=bad)
+        with pytest.raises(ValueError, match=readout):
+            small_agent(**{readout: bad})
     with pytest.raises(ValueError, match="choose one"):
         small_agent(guard=0.001, evidence=1.0)
