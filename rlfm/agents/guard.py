@@ -32,12 +32,15 @@ action :math:`\hat a(s)`,
 
 .. math::
     a(s) = \arg\max_a \big[\log \pi_\theta(a \mid s) + \kappa\, n(s, a)\, \hat A(s, a)\big],
-    \qquad n(s, a) = \min\big(N(s, a), N(s, \hat a(s))\big),
+    \qquad n(s, a) = \min\big(m(s, a), m(s, \hat a(s))\big),
 
-with :math:`n = 0` where either pair is unexplored. It is the Boltzmann policy of the empirical model at
-temperature :math:`1 / (\kappa n)` with the network's policy as prior: the network decides where the data
-are few, planning on the counts where they are many, and as every N grows the argmax tends to certainty
-equivalence's (consistent, like the guard).
+where :math:`m(s, a)` (:func:`fewest_visits_ahead`) is the fewest visits of any pair reachable from
+:math:`(s, a)` along observed transitions, 0 where an untried pair is reachable: a value is only as sure as
+the thinnest data it rests on. It is the Boltzmann policy of the empirical model at temperature
+:math:`1 / (\kappa n)` with the network's policy as prior: the network decides where the data are few,
+planning on the counts where they are many, and as every N grows the argmax tends to certainty
+equivalence's (consistent, like the guard). (With the local counts :math:`\min(N(s, a), N(s, \hat a))`
+instead of :math:`m` it overrules a network that rightly expects a rarely visited far end of a chain.)
 """
 
 from __future__ import annotations
