@@ -233,3 +233,19 @@ def test_a_consistency_readout_changes_the_greedy_policy_not_how_the_agent_acts(
             small_agent(**{readout: bad})
     with pytest.raises(ValueError, match="choose one"):
         small_agent(guard=0.001, evidence=1.0)
+
+
+def test_a_greedy_checkpoint_reads_the_greedy_policy_while_the_network_acts():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(64,)), torch.Generator().manual_seed(0))[0]
+    plain, paired = small_agent(), small_agent(greedy_checkpoint="default")
+    shipped = BatchedInContextAgent(checkpoint="default")
+    for agent in (plain, paired, shipped):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    assert torch.equal(plain.logits, paired.logits)  # the small network still acts
+    assert torch.equal(paired.greedy_policy(), shipped.greedy_policy())
+    assert not torch.equal(plain.greedy_policy(), shipped.greedy_policy())
+    assert paired.hyperparameters()["greedy_checkpoint"] == "default"
+    with pytest.raises(ValueError, match="greedy_checkpoint"):
+        small_agent(greedy_checkpoint="default", evidence=1.0)

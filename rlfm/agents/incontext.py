@@ -50,6 +50,9 @@ class BatchedInContextAgent(Agent):
             where the previous plan settled (at least 2 sweeps) instead of from the encoded inputs.
         guard: c > 0 overrules the greedy policy where the data are sure it is worse
             (:mod:`rlfm.agents.guard`, bonus scale c); None: no guard. Acting is unchanged.
+        greedy_checkpoint: a second network file whose greedy policy, on the same counts, is this agent's
+            greedy policy (the first network still chooses the actions): e.g. one trained on a soft target
+            to exploit beside one trained on a sharp target to explore. None: the acting network's own.
         evidence: κ > 0 makes the greedy policy argmax_a log π_θ(a | s) + κ n(s, a) Â(s, a), the network's
             policy weighed by certainty equivalence's advantages and the counts behind them
             (:func:`rlfm.agents.guard.evidence_scores`); None: the network's own. Acting is unchanged.
@@ -73,6 +76,7 @@ class BatchedInContextAgent(Agent):
         replan_growth: float | None = None,
         guard: float | None = None,
         evidence: float | None = None,
+        greedy_checkpoint: str | Path | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -85,6 +89,10 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"evidence must be a positive number or None, got {evidence}")
         if guard is not None and evidence is not None:
             raise ValueError("guard and evidence are two readouts of the greedy policy: choose one")
+        if greedy_checkpoint is not None and evidence is not None:
+            raise ValueError(
+                "evidence weighs the acting network's policy: it cannot read a greedy_checkpoint"
+            )
         if replan_growth is not None and warm_start:
             raise ValueError(
                 "warm_start and replan_growth cannot be combined (a warm start needs every run planned)"
@@ -99,6 +107,10 @@ class BatchedInContextAgent(Agent):
         self.replan_growth = replan_growth
         self.guard = guard
         self.evidence = evidence
+        self.greedy_checkpoint = greedy_checkpoint
+        self.greedy_network = (
+            None if greedy_checkpoint is None else load_network(greedy_checkpoint).to(self.device).eval()
+        )
         self.layers_used: list[int] = []
 
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
@@ -133,24 +145,9 @@ class BatchedInContextAgent(Agent):
 
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
-        batch = Batch.from_data_list(
-            observation_graphs(counts, [self.gamma] * len(counts), planner=self.network.planner_inputs)
-        ).to(self.device)
-        if self.num_layers is None and self.warm_start and not self.network.planner_inputs:
-            min_layers = None if self.embeddings is None else 1
-            settled = self.network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
-            self.embeddings = settled.embeddings
-        elif self.num_layers is None:
-            settled = self.network.infer(batch, max_layers=self.max_layers)
-        if self.num_layers is None:
-            logits, greedy_scores, layers = settled.logits, settled.greedy_scores, int(settled.sweeps.max())
-        else:
-            readout = self.network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
-            logits, greedy_scores, layers = (
-                readout.logits,
-                self.network.greedy_scores(readout),
-                self.num_layers,
-            )
+        logits, greedy_scores, layers = self._readout(self.network, counts, warm=self.warm_start)
+        if self.greedy_network is not None:
+            greedy_scores = self._readout(self.greedy_network, counts, warm=False)[1]
         self.layers_used.append(layers)
         shape = (len(counts), self.layout.num_pairs)
         self.logits[runs] = logits.double().cpu().view(shape)
@@ -163,6 +160,25 @@ class BatchedInContextAgent(Agent):
             self.greedy_scores[runs] = evidence_scores(
                 self.logits[runs], counts, self.layout, self.gamma, self.evidence
             )
+
+    def _readout(
+        self, network: PolicyNetwork, counts: list[Counts], warm: bool
+    ) -> tuple[Tensor, Tensor, int]:
+        """``network``'s policy logits (N,) and greedy scores (N,) over the N pairs of the graphs of
+        ``counts``, and the sweeps it ran (``warm``: start from where the previous plan settled)."""
+        batch = Batch.from_data_list(
+            observation_graphs(counts, [self.gamma] * len(counts), planner=network.planner_inputs)
+        ).to(self.device)
+        if self.num_layers is not None:
+            readout = network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
+            return readout.logits, network.greedy_scores(readout), self.num_layers
+        if warm and not network.planner_inputs:
+            min_layers = None if self.embeddings is None else 1
+            settled = network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
+            self.embeddings = settled.embeddings
+        else:
+            settled = network.infer(batch, max_layers=self.max_layers)
+        return settled.logits, settled.greedy_scores, int(settled.sweeps.max())
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
@@ -186,4 +202,9 @@ class BatchedInContextAgent(Agent):
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
+            **(
+                {"greedy_checkpoint": str(self.greedy_checkpoint)}
+                if self.greedy_checkpoint is not None
+                else {}
+            ),
         }

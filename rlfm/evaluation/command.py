@@ -86,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rlfm's network: a .pt/.ckpt file or a shipped network's name (default, planner)",
     )
     parser.add_argument(
+        "--greedy-checkpoint",
+        default=None,
+        metavar="CHECKPOINT",
+        help="a second network whose greedy policy on the same counts is rlfm's greedy policy, while "
+        "--checkpoint still chooses the actions (default: off)",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -265,6 +272,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
     if args.guard is not None and args.evidence is not None:
         raise ValueError("--guard and --evidence are two readouts of rlfm's greedy policy: choose one")
+    if args.greedy_checkpoint is not None and args.evidence is not None:
+        raise ValueError(
+            "--evidence weighs the acting network's policy: it cannot read a --greedy-checkpoint"
+        )
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -318,7 +329,14 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
     if "rlfm" not in agents:
-        for flag in ("checkpoint", "temperature", "replan_growth", "guard", "evidence"):
+        for flag in (
+            "checkpoint",
+            "greedy_checkpoint",
+            "temperature",
+            "replan_growth",
+            "guard",
+            "evidence",
+        ):
             if getattr(args, flag) is not None:
                 raise ValueError(
                     f"--{flag.replace('_', '-')} is read only by the rlfm agent, which is not among the agents"
@@ -384,6 +402,7 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
         "replan_growth": args.replan_growth,
         "guard": args.guard,
         "evidence": args.evidence,
+        "greedy_checkpoint": args.greedy_checkpoint,
     }
     return {key: value for key, value in extra.items() if value is not None}
 
