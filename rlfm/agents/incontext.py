@@ -145,9 +145,10 @@ class BatchedInContextAgent(Agent):
 
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
-        logits, greedy_scores, layers = self._readout(self.network, counts, warm=self.warm_start)
+        batches: dict[bool, Batch] = {}  # by planner_inputs: both networks may read the same graphs
+        logits, greedy_scores, layers = self._readout(self.network, counts, batches, warm=self.warm_start)
         if self.greedy_network is not None:
-            greedy_scores = self._readout(self.greedy_network, counts, warm=False)[1]
+            greedy_scores = self._readout(self.greedy_network, counts, batches, warm=False)[1]
         self.layers_used.append(layers)
         shape = (len(counts), self.layout.num_pairs)
         self.logits[runs] = logits.double().cpu().view(shape)
@@ -162,13 +163,16 @@ class BatchedInContextAgent(Agent):
             )
 
     def _readout(
-        self, network: PolicyNetwork, counts: list[Counts], warm: bool
+        self, network: PolicyNetwork, counts: list[Counts], batches: dict[bool, Batch], warm: bool
     ) -> tuple[Tensor, Tensor, int]:
         """``network``'s policy logits (N,) and greedy scores (N,) over the N pairs of the graphs of
-        ``counts``, and the sweeps it ran (``warm``: start from where the previous plan settled)."""
-        batch = Batch.from_data_list(
-            observation_graphs(counts, [self.gamma] * len(counts), planner=network.planner_inputs)
-        ).to(self.device)
+        ``counts`` (built once per kind of input, kept in ``batches``), and the sweeps it ran (``warm``:
+        start from where the previous plan settled)."""
+        planner = network.planner_inputs
+        if planner not in batches:
+            graphs = observation_graphs(counts, [self.gamma] * len(counts), planner=planner)
+            batches[planner] = Batch.from_data_list(graphs).to(self.device)
+        batch = batches[planner]
         if self.num_layers is not None:
             readout = network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
             return readout.logits, network.greedy_scores(readout), self.num_layers

@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="KAPPA",
         help="rlfm's greedy action maximises log pi(a|s) + KAPPA n(s,a) A(s,a): its policy weighed by certainty "
-        "equivalence's normalised advantages A and the counts n behind them, explored pairs only (default: off)",
+        "equivalence's normalised advantages A and the visits n behind them (the fewest of any pair reachable "
+        "from it, 0 where an untried pair is reachable) (default: off)",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
