@@ -328,16 +328,13 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
     return unique
 
 
+# flags read only by the rlfm agent, each passed to it as the keyword of the same name
+RLFM_FLAGS = ("checkpoint", "greedy_checkpoint", "temperature", "replan_growth", "guard", "evidence")
+
+
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
     if "rlfm" not in agents:
-        for flag in (
-            "checkpoint",
-            "greedy_checkpoint",
-            "temperature",
-            "replan_growth",
-            "guard",
-            "evidence",
-        ):
+        for flag in RLFM_FLAGS:
             if getattr(args, flag) is not None:
                 raise ValueError(
                     f"--{flag.replace('_', '-')} is read only by the rlfm agent, which is not among the agents"
@@ -397,15 +394,7 @@ def _extra(name: str, args: argparse.Namespace) -> dict[str, Any]:
     """Settings given on the command line that only the rlfm agent takes."""
     if name != "rlfm":
         return {}
-    extra = {
-        "checkpoint": args.checkpoint,
-        "temperature": args.temperature,
-        "replan_growth": args.replan_growth,
-        "guard": args.guard,
-        "evidence": args.evidence,
-        "greedy_checkpoint": args.greedy_checkpoint,
-    }
-    return {key: value for key, value in extra.items() if value is not None}
+    return {flag: getattr(args, flag) for flag in RLFM_FLAGS if getattr(args, flag) is not None}
 
 
 # ------------------------------------------------------------------------------------------ protocols
