@@ -186,6 +186,12 @@ def mdp_graph(mdp: TabularMDP) -> HeteroData:
     return HeteroData.from_dict(stores)
 
 
+def boltzmann_target(q_star: Tensor, sa_state: Tensor, num_states: int, temperature: float) -> Tensor:
+    """(SA,) the training target softmax(Q* / τ) over each state's actions (``q_star`` (SA,) on the
+    normalised reward scale, ``sa_state`` (SA,) each pair's state)."""
+    return softmax(q_star / temperature, sa_state, num_nodes=num_states)
+
+
 def observation_graph(
     counts: Counts,
     gamma: float,
@@ -281,7 +287,7 @@ def observation_graphs(
     to_index = torch.stack([edge_sa_local, edge_next_local])
     if q_star is not None:
         q = (torch.cat(q_star).double() / scale[sa_graph]).to(dtype)
-        target = softmax(q / temperature, sa_state, num_nodes=S)
+        target = boltzmann_target(q, sa_state, S, temperature)
 
     ns, npairs, nedges = num_states.tolist(), num_pairs.tolist(), num_edges.tolist()
     columns = {

@@ -151,8 +151,8 @@ class InContextAgent(InteractiveAgent):
     """The pretrained network as an agent: it keeps the counts of all it has seen and re-plans from them.
 
     Each plan is one call of :func:`rlfm.predict_policy` on all data so far, at the end of every episode
-    (and every ``replan_every`` steps if set); between plans it samples actions from the policy raised to
-    1/``temperature``. Before the first plan the policy is uniform. Nothing trains.
+    (and every ``replan_every`` steps if set); between plans it samples actions from the policy (the acting
+    head's, for a network with one) raised to 1/``temperature``. Before the first plan the policy is uniform. Nothing trains.
 
     Cost: stepping only appends to a buffer (microseconds); a plan builds the observation graph (two exact
     sparse value iterations on the counts) and runs the network's sweeps, so it grows with S·A plus the
@@ -172,6 +172,8 @@ class InContextAgent(InteractiveAgent):
     Attributes:
         policy: (SA,) π(a | s, data) of the last plan (its argmax is :meth:`greedy_action`, unless the
             network reads its greedy policy from a value head).
+        acting_policy: (SA,) the policy actions are sampled from: the network's acting head's, or
+            :attr:`policy` for a network without one.
         plans: network calls so far.
     """
 
@@ -217,6 +219,7 @@ class InContextAgent(InteractiveAgent):
         self._since_plan = 0
         self.plans = 0
         self.policy = (1.0 / self.num_actions.double()).repeat_interleave(self.num_actions)
+        self.acting_policy = self.policy
         self._greedy_scores: torch.Tensor | None = None  # a value head's greedy scores, if it has one
 
     @property
@@ -236,14 +239,15 @@ class InContextAgent(InteractiveAgent):
 
     def plan(self) -> None:
         """Refresh :attr:`policy`: one network call on all data so far."""
-        policy, greedy_scores = predict(self.counts, self.gamma, self.network, self.num_layers)
-        self.policy, self._greedy_scores = policy.double(), greedy_scores
+        prediction = predict(self.counts, self.gamma, self.network, self.num_layers)
+        self.policy, self._greedy_scores = prediction.policy.double(), prediction.greedy_scores
+        self.acting_policy = prediction.acting_policy.double()
         self._since_plan = 0
         self.plans += 1
 
     def act(self, state: int) -> int:
         block = self._block(state)
-        p = self.policy.numpy()[block]
+        p = self.acting_policy.numpy()[block]
         if self.temperature != 1.0:
             p = (p / p.max()) ** (1.0 / self.temperature)
         return int(self.rng.choice(p.size, p=p / p.sum()))

@@ -40,22 +40,25 @@ GREEDY_READOUTS = ("policy", "value")
 
 
 class Readout(NamedTuple):
-    """The heads' outputs after one sweep: policy logits (SA,) and, with a value head, the predicted
-    relative advantages (SA,) (else None)."""
+    """The heads' outputs after one sweep: policy logits (SA,), with a value head the predicted relative
+    advantages (SA,) and with an acting head its logits (SA,) (else None)."""
 
     logits: Tensor
     values: Tensor | None
+    acting: Tensor | None = None
 
 
 class Settled(NamedTuple):
     """What :meth:`PolicyNetwork.settle_from` and :meth:`PolicyNetwork.infer` return: logits (SA,), sweeps
-    per MDP (B,), the final embeddings (h_state (S, d), h_sa (SA, d)) and the scores (SA,) whose argmax over
-    each state's actions is the network's greedy policy (:attr:`PolicyNetwork.greedy_from`)."""
+    per MDP (B,), the final embeddings (h_state (S, d), h_sa (SA, d)), the scores (SA,) whose argmax over
+    each state's actions is the network's greedy policy (:attr:`PolicyNetwork.greedy_from`) and the logits
+    (SA,) an agent samples its actions from (:meth:`PolicyNetwork.acting_logits`)."""
 
     logits: Tensor
     sweeps: Tensor
     embeddings: tuple[Tensor, Tensor]
     greedy_scores: Tensor
+    acting_logits: Tensor
 
 
 class PolicyNetwork(nn.Module):
@@ -84,6 +87,11 @@ class PolicyNetwork(nn.Module):
         greedy_from: which head's argmax is the greedy policy: ``"policy"`` (the most probable action) or
             ``"value"`` (the highest predicted advantage; needs ``value_head``); None: the value head if
             there is one.
+        acting_head: add a second policy head that agents sample their actions from, trained on a sharper
+            target softmax(Q* / τ_act) (:class:`rlfm.system.PolicyLearner`'s ``acting_target_temperature``)
+            while the policy head keeps the soft one: the soft head's argmax exploits, the sharp head's
+            samples explore like posterior sampling of the optimal action. Without it agents sample the
+            policy head.
     """
 
     def __init__(
@@ -97,6 +105,7 @@ class PolicyNetwork(nn.Module):
         value_head: bool = False,
         greedy_from: str | None = None,
         value_residual: bool = False,
+        acting_head: bool = False,
     ) -> None:
         super().__init__()
         if value_residual and not (planner_inputs and value_head):
@@ -117,6 +126,7 @@ class PolicyNetwork(nn.Module):
         self.block = PropagationBlock(width, heads, edge_dim=len(EDGE_FEATURES), dropout=dropout)
         self.head = mlp(2 * width, width, 1)
         self.value_head = mlp(2 * width, width, 1) if value_head else None
+        self.acting_head = mlp(2 * width, width, 1) if acting_head else None
         self.value_residual = value_residual
         if value_residual:  # start at certainty equivalence: a zero correction
             nn.init.zeros_(self.value_head[-1].weight)
@@ -173,7 +183,7 @@ class PolicyNetwork(nn.Module):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
         readout = self._readout(h_state, h_sa, inputs["sa_state"], self._value_base(data))
         sweeps = torch.full((B,), self.num_layers, dtype=torch.long)
-        return Settled(readout.logits, sweeps, (h_state, h_sa), self.greedy_scores(readout))
+        return self._settled(readout, sweeps, (h_state, h_sa))
 
     @torch.no_grad()
     def settle(
@@ -249,7 +259,7 @@ class PolicyNetwork(nn.Module):
             previous = log_policy
         out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
         readout = self._readout(out_state, out_sa, full_sa_state, self._value_base(data))
-        return Settled(readout.logits, sweeps, (out_state, out_sa), self.greedy_scores(readout))
+        return self._settled(readout, sweeps, (out_state, out_sa))
 
     def encode(self, x_state: Tensor, x_sa: Tensor) -> tuple[Tensor, Tensor]:
         """Embeddings (..., d) of the state (..., F_s) and state-action (..., F_sa) input columns."""
@@ -288,11 +298,17 @@ class PolicyNetwork(nn.Module):
     def _readout(
         self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor, value_base: Tensor | None = None
     ) -> Readout:
-        """Both heads' outputs (SA,); ``value_base`` (SA,): what a residual value head adds its output to."""
+        """The heads' outputs (SA,); ``value_base`` (SA,): what a residual value head adds its output to."""
         values = None if self.value_head is None else pair_head(self.value_head, h_state, h_sa, sa_state)
         if value_base is not None:
             values = values + value_base
-        return Readout(self._logits(h_state, h_sa, sa_state), values)
+        acting = None if self.acting_head is None else pair_head(self.acting_head, h_state, h_sa, sa_state)
+        return Readout(self._logits(h_state, h_sa, sa_state), values, acting)
+
+    def _settled(self, readout: Readout, sweeps: Tensor, embeddings: tuple[Tensor, Tensor]) -> Settled:
+        return Settled(
+            readout.logits, sweeps, embeddings, self.greedy_scores(readout), self.acting_logits(readout)
+        )
 
     def _logits(self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:
         """The policy head's logits (SA,) alone."""
@@ -301,6 +317,11 @@ class PolicyNetwork(nn.Module):
     def greedy_scores(self, readout: Readout) -> Tensor:
         """(SA,) the scores whose argmax over each state's actions is this network's greedy policy."""
         return readout.values if self.greedy_from == "value" else readout.logits
+
+    def acting_logits(self, readout: Readout) -> Tensor:
+        """(SA,) the logits an agent samples its actions from: the acting head's if there is one, else the
+        policy head's."""
+        return readout.logits if readout.acting is None else readout.acting
 
 
 def pair_head(head: nn.Sequential, h_state: Tensor, h_sa: Tensor, sa_state: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -129,6 +129,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "value_head": config.get("value_head", False),
             "greedy_from": config.get("greedy_from"),
             "value_residual": config.get("value_residual", False),
+            "acting_head": config.get("acting_head", False),
         }
     elif "state_dict" in content and "hyper_parameters" in content:  # a Lightning checkpoint of PolicyLearner
         hp = content["hyper_parameters"]
@@ -146,6 +147,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "value_head": hp.get("value_head", False),
             "greedy_from": None,  # a trained value head is read
             "value_residual": hp.get("value_residual", False),
+            "acting_head": hp.get("acting_head", False),
         }
         prefix = "network."
         state_dict = content["state_dict"]
@@ -169,7 +171,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         checked_acting_temperature(config.get("acting_temperature", 1.0))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    for key in ("planner_inputs", "value_head", "value_residual"):
+    for key in ("planner_inputs", "value_head", "value_residual", "acting_head"):
         if not isinstance(config[key], bool):
             raise ValueError(f"{path}: {key} must be true or false, got {config[key]!r}")
     try:
@@ -211,6 +213,7 @@ def export(
         "value_head": value_head,
         "greedy_from": greedy_from,
         "value_residual": network.value_residual,
+        "acting_head": network.acting_head is not None,
     }
     content = {"format": FORMAT, "config": config, "state_dict": network.state_dict(), "note": note}
     out = Path(out)
@@ -316,13 +319,21 @@ def predict_policy(
     return predict(counts, gamma, network, num_layers)[0]
 
 
+class Prediction(NamedTuple):
+    """What :func:`predict` returns, each over the MDP's pairs (SA,)."""
+
+    policy: torch.Tensor  # π(a | s, data): the policy head's softmax
+    greedy_scores: torch.Tensor | None  # a value head's advantages, where the greedy policy is read there
+    acting_policy: torch.Tensor  # the policy agents sample: the acting head's softmax, else ``policy``
+
+
 @torch.no_grad()
 def predict(
     counts: Counts, gamma: float, network: PolicyNetwork | None = None, num_layers: int | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """:func:`predict_policy`'s π (SA,) and, for a network that reads its greedy policy from its value head,
+) -> Prediction:
+    """:func:`predict_policy`'s π (SA,); for a network that reads its greedy policy from its value head,
     the predicted advantages (SA,) whose argmax over each state's actions is that policy (else None: the
-    greedy policy is π's argmax)."""
+    greedy policy is π's argmax); and the policy an agent samples (the acting head's, or π)."""
     if not isinstance(counts, Counts):
         raise ValueError(f"counts must be an rlfm.Counts, got {type(counts).__name__}")
     counts.validate()
@@ -336,11 +347,12 @@ def predict(
     data = observation_graph(counts, gamma, planner=network.planner_inputs)
     if num_layers is None:
         settled = network.infer(data)
-        logits, greedy_scores = settled.logits, settled.greedy_scores
+        logits, greedy_scores, acting = settled.logits, settled.greedy_scores, settled.acting_logits
     else:
         readout = network.unroll(data, num_layers, first=num_layers)[-1]
         logits, greedy_scores = readout.logits, network.greedy_scores(readout)
-    policy = group_softmax(logits, data)
-    if not (torch.isfinite(policy).all() and torch.isfinite(greedy_scores).all()):
+        acting = network.acting_logits(readout)
+    policy, acting_policy = group_softmax(logits, data), group_softmax(acting, data)
+    if not all(torch.isfinite(x).all() for x in (policy, greedy_scores, acting_policy)):
         raise ValueError("the network returned a policy that is not finite; are its weights damaged?")
-    return policy, greedy_scores if network.greedy_from == "value" else None
+    return Prediction(policy, greedy_scores if network.greedy_from == "value" else None, acting_policy)

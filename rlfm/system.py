@@ -9,7 +9,9 @@ block, K drawn per step from ``train_layers``:
         \Big( -\sum_{a} \pi^\star_\tau(a \mid s) \log \pi_\theta^{(k)}(a \mid s) \Big)
 
 With a value head (``value_head``) each supervised sweep also pays ``value_weight`` times the squared error
-of the predicted relative advantages (:func:`value_losses`).
+of the predicted relative advantages (:func:`value_losses`). With an acting head (``acting_head``) each
+supervised sweep also pays ``acting_weight`` times the same cross-entropy of the acting head's policy
+against the sharper target softmax(Q* / τ_act), τ_act = ``acting_target_temperature``.
 
 Supervising every sweep asks the iteration to be right at every depth and to stay right as it goes on.
 On a fraction ``long_unroll`` of the steps the sweeps instead start after a long prefix of
@@ -31,21 +33,32 @@ from torch_geometric.data import HeteroData
 from torch_geometric.utils import scatter
 from torchmetrics import MeanMetric
 
-from rlfm.graph import OF, STATE, STATE_ACTION
+from rlfm.graph import OF, STATE, STATE_ACTION, boltzmann_target
 from rlfm.network import PolicyNetwork, log_group_softmax
 from rlfm.solve import ActionLayout, evaluate_policy, normalize, start_values
 
 METRICS = ("loss", "kl", "agreement", "normalized_value", "normalized_value_deep")
 VALUE_METRICS = ("value_loss", "normalized_value_policy")  # with a value head
+ACTING_METRICS = ("acting_loss",)  # with an acting head
 DEEP_FACTOR = 4  # normalized_value_deep unrolls DEEP_FACTOR × eval_layers sweeps: is the block stable?
 RNG_KEY = "rlfm_rng"  # checkpoint entry with the training generators' states
 
 
-def cross_entropy(data: HeteroData, logits: Tensor) -> Tensor:
-    """(S,) the soft cross-entropy -Σ_a target(a | s) log π(a | s) of each state, the training loss."""
+def cross_entropy(data: HeteroData, logits: Tensor, target: Tensor | None = None) -> Tensor:
+    """(S,) the soft cross-entropy -Σ_a target(a | s) log π(a | s) of each state, the training loss
+    (``target`` (SA,): default the graph's own, ``state_action.target``)."""
     sa_state, S = data[OF].edge_index[1], data[STATE].num_nodes
     log_pi = log_group_softmax(logits, sa_state, S)
-    return -scatter(data[STATE_ACTION].target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
+    target = data[STATE_ACTION].target if target is None else target
+    return -scatter(target * log_pi, sa_state, dim=0, dim_size=S, reduce="sum")
+
+
+def acting_target(data: HeteroData, temperature: float) -> Tensor:
+    """(SA,) the acting head's target, softmax(Q* / τ_act) of the graph's Q* (the graph's own target at
+    another temperature)."""
+    return boltzmann_target(
+        data[STATE_ACTION].q_star, data[OF].edge_index[1], data[STATE].num_nodes, temperature
+    )
 
 
 def policy_losses(data: HeteroData, logits: Tensor) -> dict[str, Tensor]:
@@ -105,6 +118,13 @@ class PolicyLearner(LightningModule):
             network, a Lightning checkpoint or a shipped network's name (``"default"``, ``"planner"``);
             it must have this network's width, heads and inputs. Only the weights are taken: the optimiser,
             schedule and step count start afresh (``--ckpt_path`` is the way to resume a run exactly).
+            A source without an acting head gives this network's acting head a copy of its policy head.
+        acting_head: add the acting head (:class:`~rlfm.network.PolicyNetwork`), trained on the sharper
+            target at ``acting_target_temperature``; agents sample it, the greedy policy stays the policy
+            head's.
+        acting_target_temperature: τ_act of the acting head's target softmax(Q* / τ_act) (below the
+            examples' τ; same normalised reward scale).
+        acting_weight: weight of the acting head's cross-entropy beside the policy head's.
     """
 
     def __init__(
@@ -126,8 +146,15 @@ class PolicyLearner(LightningModule):
         value_head: bool = False,
         value_weight: float = 1.0,
         value_residual: bool = False,
+        acting_head: bool = False,
+        acting_target_temperature: float = 0.015,
+        acting_weight: float = 1.0,
     ) -> None:
         super().__init__()
+        if not (math.isfinite(acting_target_temperature) and acting_target_temperature > 0):
+            raise ValueError(
+                f"acting_target_temperature must be a positive number, got {acting_target_temperature}"
+            )
         self.save_hyperparameters()
         self.network = PolicyNetwork(
             width=width,
@@ -137,6 +164,7 @@ class PolicyLearner(LightningModule):
             planner_inputs=planner_inputs,
             value_head=value_head,
             value_residual=value_residual,
+            acting_head=acting_head,
         )
         if init_from is not None:
             self._initialise_from(init_from)
@@ -162,12 +190,15 @@ class PolicyLearner(LightningModule):
                 f"init_from={checkpoint!r} has a value head with value_residual={source.value_residual}; "
                 f"this network has value_residual={self.network.value_residual}"
             )
-        # a source without a value head leaves this network's new head at its initialisation
+        # a source without a value head leaves this network's new head at its initialisation; a source
+        # without an acting head gives it a copy of the policy head (it then starts as the soft policy)
         missing, unexpected = self.network.load_state_dict(source.state_dict(), strict=False)
-        if unexpected or any(not name.startswith("value_head.") for name in missing):
+        if unexpected or any(not name.startswith(("value_head.", "acting_head.")) for name in missing):
             raise ValueError(
                 f"init_from={checkpoint!r} does not fit: missing {missing}, unexpected {unexpected}"
             )
+        if any(name.startswith("acting_head.") for name in missing):
+            self.network.acting_head.load_state_dict(self.network.head.state_dict())
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) of an observation graph or batch."""
@@ -193,6 +224,11 @@ class PolicyLearner(LightningModule):
             value_loss = torch.stack([value_losses(batch, r.values, target).mean() for r in unrolled]).mean()
             loss = loss + self.hparams.value_weight * value_loss
             self.log("train/value_loss", value_loss, batch_size=size)
+        if self.hparams.acting_head:
+            sharp = acting_target(batch, self.hparams.acting_target_temperature)
+            acting_loss = torch.stack([cross_entropy(batch, r.acting, sharp).mean() for r in unrolled]).mean()
+            loss = loss + self.hparams.acting_weight * acting_loss
+            self.log("train/acting_loss", acting_loss, batch_size=size)
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)
         self.log("train/kl", losses["kl"].mean(), batch_size=size)
@@ -232,6 +268,7 @@ class PolicyLearner(LightningModule):
             for source in sources:
                 if source not in metrics:
                     names = METRICS + (VALUE_METRICS if self.hparams.value_head else ())
+                    names += ACTING_METRICS if self.hparams.acting_head else ()
                     metrics[source] = nn.ModuleDict({name: MeanMetric() for name in names})
 
     def validation_step(self, batch: tuple[HeteroData, HeteroData], batch_index: int) -> None:
@@ -249,6 +286,9 @@ class PolicyLearner(LightningModule):
         losses = policy_losses(data, logits)
         if readout.values is not None:
             losses["value_loss"] = value_losses(data, readout.values, relative_advantages(data))
+        if readout.acting is not None:
+            sharp = acting_target(data, self.hparams.acting_target_temperature)
+            losses["acting_loss"] = cross_entropy(data, readout.acting, sharp)
         state_graph = data[STATE].batch
         per_graph = {
             name: scatter(value, state_graph, dim=0, dim_size=data.num_graphs, reduce="mean")

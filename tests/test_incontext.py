@@ -249,3 +249,25 @@ def test_a_greedy_checkpoint_reads_the_greedy_policy_while_the_network_acts():
     assert paired.hyperparameters()["greedy_checkpoint"] == "default"
     with pytest.raises(ValueError, match="greedy_checkpoint"):
         small_agent(greedy_checkpoint="default", evidence=1.0)
+
+
+@pytest.mark.parametrize("num_layers", [None, 3])
+def test_agents_sample_the_acting_head_and_read_the_greedy_policy_from_the_policy_head(num_layers):
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(64,)), torch.Generator().manual_seed(0))[0]
+    torch.manual_seed(0)
+    network = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False, acting_head=True)
+    torch.nn.init.zeros_(network.acting_head[-1].weight)  # the acting head's policy: uniform
+    agent = BatchedInContextAgent(network=network, num_layers=num_layers)
+    agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+    agent.plan(data)
+    assert torch.equal(agent.logits, torch.full_like(agent.logits, float(network.acting_head[-1].bias)))
+    policy_greedy = agent.layout.one_hot(agent.layout.greedy_actions(agent.greedy_scores))
+    assert torch.equal(agent.greedy_policy(), policy_greedy)
+    assert agent.greedy_scores.std() > 0  # the policy head's logits, not the acting head's
+    interactive = InContextAgent(mdp.num_states, mdp.num_actions, mdp.gamma, network=network, seed=0)
+    interactive._counts = data[0]
+    interactive.plan()
+    uniform = 1 / mdp.num_actions.double().repeat_interleave(mdp.num_actions)
+    torch.testing.assert_close(interactive.acting_policy, uniform)
+    assert not torch.allclose(interactive.policy, uniform)

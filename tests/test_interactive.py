@@ -171,7 +171,7 @@ def test_a_value_head_network_sets_the_agents_greedy_actions():
     for step in range(30):
         agent.observe(step % 6, step % 3, float(step % 5 == 0), (step * 7 + 1) % 6)
     agent.end_episode()
-    _, values = predict(agent.counts, 0.9, network)
+    values = predict(agent.counts, 0.9, network).greedy_scores
     by_value = [int(values.view(6, 3)[s].argmax()) for s in range(6)]
     by_policy = [int(agent.policy.view(6, 3)[s].argmax()) for s in range(6)]
     assert [agent.greedy_action(s) for s in range(6)] == by_value != by_policy

@@ -14,10 +14,10 @@ from torch_geometric.data import Batch, HeteroData
 from datamodules import PriorDataModule
 from rlfm.cli import main
 from rlfm.examples import ExampleSampler
-from rlfm.graph import CE_ADVANTAGE
+from rlfm.graph import CE_ADVANTAGE, TARGET_TEMPERATURE
 from rlfm.pretrained import export, load_network
 from rlfm.prior import Prior, ReferencePrior
-from rlfm.system import PolicyLearner, relative_advantages
+from rlfm.system import PolicyLearner, acting_target, relative_advantages
 from tests.ddp_probe import RecordingLearner
 
 ROOT = Path(__file__).parent.parent
@@ -286,6 +286,42 @@ def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):
     torch.testing.assert_close(grown.eval()(batch), source.eval()(batch))
     with pytest.raises(ValueError, match="greedy_from"):
         export(plain, tmp_path / "bad.pt", greedy_from="value")
+
+
+def test_an_acting_head_starts_as_the_policy_head_and_trains_on_the_sharper_target(tmp_path):
+    data = tiny_data()
+    batch = Batch.from_data_list(data.train_stream.batch(5))
+    # the acting target is the examples' own target computed at another temperature
+    torch.testing.assert_close(acting_target(batch, TARGET_TEMPERATURE), batch["state_action"].target)
+    sharp = acting_target(batch, 0.015)
+    assert torch.special.entr(sharp).sum() < torch.special.entr(batch["state_action"].target).sum()
+    torch.manual_seed(0)
+    source = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3)
+    trainer = tiny_trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(source, tiny_data())
+    plain = export(tmp_path / "last.ckpt", tmp_path / "plain.pt")
+    grown = PolicyLearner(
+        width=16, heads=2, train_layers=(2, 3), eval_layers=3, acting_head=True, init_from=str(plain)
+    )
+    readout = grown.network.eval().unroll(batch, 3, first=3)[-1]
+    torch.testing.assert_close(readout.acting, readout.logits)  # a copy of the policy head
+    torch.testing.assert_close(readout.logits, source.network.eval().unroll(batch, 3, first=3)[-1].logits)
+    (tmp_path / "grown").mkdir()
+    trainer = tiny_trainer(
+        tmp_path / "grown", 3, callbacks=[ModelCheckpoint(dirpath=tmp_path / "grown", save_last=True)]
+    )
+    trainer.fit(grown, data)
+    assert {"train/acting_loss", "val/acting_loss/prior"} <= set(trainer.callback_metrics)
+    exported = load_network(export(tmp_path / "grown" / "last.ckpt", tmp_path / "acting.pt"))
+    for network in (exported, load_network(tmp_path / "grown" / "last.ckpt")):
+        assert network.acting_head is not None and network.greedy_from == "policy"
+        readout = network.unroll(batch, 3, first=3)[-1]
+        assert not torch.allclose(readout.acting, readout.logits)  # the heads parted in training
+        settled = network.infer(batch)
+        torch.testing.assert_close(network.acting_logits(readout), readout.acting)
+        assert torch.equal(settled.greedy_scores, settled.logits)
+    with pytest.raises(ValueError, match="acting_target_temperature"):
+        PolicyLearner(width=16, heads=2, acting_head=True, acting_target_temperature=0.0)
 
 
 @pytest.mark.parametrize(

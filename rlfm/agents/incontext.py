@@ -10,7 +10,8 @@ once on the batch of them. Online it acts by sampling
 The network is trained to predict the posterior mean, under its prior, of the Boltzmann policy
 softmax(Q*/τ) given the data; as τ → 0 that is P(a is optimal | data), so sampling it resembles posterior
 (Thompson) sampling of the optimal action: that is where its exploration comes from. T < 1 acts more
-greedily (with the shipped network, T = 0.2 stops exploring too early on a slippery FrozenLake). Its
+greedily (with the shipped network, T = 0.2 stops exploring too early on a slippery FrozenLake). A network
+with an acting head (trained on a sharper target) is sampled from that head instead. Its
 greedy policy, scored by the protocols, is :math:`\arg\max_a \pi_\theta(a \mid s, \mathcal{D})`, or for a
 network with a value head read greedily (``greedy_from="value"``) the argmax of its predicted advantages.
 """
@@ -116,7 +117,8 @@ class BatchedInContextAgent(Agent):
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
         self.layout = ActionLayout(num_actions)
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
-        self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)  # no data: uniform
+        # [R, SA] the logits actions are sampled from (the acting head's, if any); no data: uniform
+        self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)
         self.greedy_scores = self.logits.clone()  # rows are overwritten in place: keep them apart
         self.layers_used = []
         self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
@@ -146,12 +148,14 @@ class BatchedInContextAgent(Agent):
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
         batches: dict[bool, Batch] = {}  # by planner_inputs: both networks may read the same graphs
-        logits, greedy_scores, layers = self._readout(self.network, counts, batches, warm=self.warm_start)
+        acting, logits, greedy_scores, layers = self._readout(
+            self.network, counts, batches, warm=self.warm_start
+        )
         if self.greedy_network is not None:
-            greedy_scores = self._readout(self.greedy_network, counts, batches, warm=False)[1]
+            greedy_scores = self._readout(self.greedy_network, counts, batches, warm=False)[2]
         self.layers_used.append(layers)
         shape = (len(counts), self.layout.num_pairs)
-        self.logits[runs] = logits.double().cpu().view(shape)
+        self.logits[runs] = acting.double().cpu().view(shape)
         self.greedy_scores[runs] = greedy_scores.double().cpu().view(shape)
         if self.guard is not None:
             actions = self.layout.greedy_actions(self.greedy_scores[runs])
@@ -159,14 +163,14 @@ class BatchedInContextAgent(Agent):
             self.greedy_scores[runs] = self.layout.one_hot(guarded)
         if self.evidence is not None:
             self.greedy_scores[runs] = evidence_scores(
-                self.logits[runs], counts, self.layout, self.gamma, self.evidence
+                logits.double().cpu().view(shape), counts, self.layout, self.gamma, self.evidence
             )
 
     def _readout(
         self, network: PolicyNetwork, counts: list[Counts], batches: dict[bool, Batch], warm: bool
-    ) -> tuple[Tensor, Tensor, int]:
-        """``network``'s policy logits (N,) and greedy scores (N,) over the N pairs of the graphs of
-        ``counts`` (built once per kind of input, kept in ``batches``), and the sweeps it ran (``warm``:
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """``network``'s acting logits (N,), policy logits (N,) and greedy scores (N,) over the N pairs of
+        the graphs of ``counts`` (built once per kind of input, kept in ``batches``), and the sweeps it ran (``warm``:
         start from where the previous plan settled)."""
         planner = network.planner_inputs
         if planner not in batches:
@@ -175,14 +179,16 @@ class BatchedInContextAgent(Agent):
         batch = batches[planner]
         if self.num_layers is not None:
             readout = network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
-            return readout.logits, network.greedy_scores(readout), self.num_layers
+            acting, greedy_scores = network.acting_logits(readout), network.greedy_scores(readout)
+            return acting, readout.logits, greedy_scores, self.num_layers
         if warm and not network.planner_inputs:
             min_layers = None if self.embeddings is None else 1
             settled = network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
             self.embeddings = settled.embeddings
         else:
             settled = network.infer(batch, max_layers=self.max_layers)
-        return settled.logits, settled.greedy_scores, int(settled.sweeps.max())
+        layers = int(settled.sweeps.max())
+        return settled.acting_logits, settled.logits, settled.greedy_scores, layers
 
     def act(self, states: Tensor) -> Tensor:
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
