@@ -90,9 +90,9 @@ def test_actions_stay_in_each_states_range_and_temperature_sharpens():
     agent = rlfm.InContextAgent(3, [1, 2, 3], gamma=0.9, network=tiny_network(), seed=0)
     for state, allowed in ((0, 1), (1, 2), (2, 3)):
         assert {agent.act(state) for _ in range(60)} == set(range(allowed))
-    agent.policy = torch.tensor([1.0, 0.3, 0.7, 0.2, 0.5, 0.3], dtype=torch.float64)
+    agent.policy = agent.acting_policy = torch.tensor([1.0, 0.3, 0.7, 0.2, 0.5, 0.3], dtype=torch.float64)
     cold = rlfm.InContextAgent(3, [1, 2, 3], gamma=0.9, network=tiny_network(), temperature=0.01, seed=0)
-    cold.policy = agent.policy
+    cold.policy = cold.acting_policy = agent.policy
     assert {cold.act(2) for _ in range(100)} == {1} and agent.greedy_action(2) == 1
     assert {agent.act(2) for _ in range(100)} == {0, 1, 2}
 

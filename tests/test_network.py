@@ -311,13 +311,14 @@ def test_unroll_returns_every_supervised_sweep_and_matches_forward(generator):
 def test_default_inference_runs_the_planner_networks_depth_and_settles_count_only_networks(generator):
     data = mixed_batch(generator)
     planner = network(num_layers=5).eval()
-    logits, sweeps, _, greedy_scores = planner.infer(data)
+    logits, sweeps, _, greedy_scores, acting_logits = planner.infer(data)
     torch.testing.assert_close(logits, planner(data, 5), atol=0, rtol=0)
     assert greedy_scores is logits  # no value head: the greedy policy is the policy's argmax
+    assert acting_logits is logits  # no acting head: agents sample the policy
     assert sweeps.tolist() == [5] * data.num_graphs
     torch.manual_seed(0)
     counts_only = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False).eval()
-    logits, sweeps, _, _ = counts_only.infer(data, max_layers=40)
+    logits, sweeps, *_ = counts_only.infer(data, max_layers=40)
     settled, settled_sweeps = counts_only.settle(data, max_layers=40)
     torch.testing.assert_close(logits, settled, atol=0, rtol=0)
     assert torch.equal(sweeps, settled_sweeps)
