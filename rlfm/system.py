@@ -125,6 +125,9 @@ class PolicyLearner(LightningModule):
         acting_target_temperature: τ_act of the acting head's target softmax(Q* / τ_act) (below the
             examples' τ; same normalised reward scale).
         acting_weight: weight of the acting head's cross-entropy beside the policy head's.
+        acting_head_only: train the acting head alone: the rest of the network keeps ``init_from``'s weights
+            (frozen), so its greedy policy, and every offline number, stays exactly the source's while the
+            policy its agents sample changes. Needs ``acting_head`` and ``init_from``.
     """
 
     def __init__(
@@ -149,8 +152,14 @@ class PolicyLearner(LightningModule):
         acting_head: bool = False,
         acting_target_temperature: float = 0.015,
         acting_weight: float = 1.0,
+        acting_head_only: bool = False,
     ) -> None:
         super().__init__()
+        if acting_head_only and not (acting_head and init_from is not None):
+            raise ValueError(
+                "acting_head_only trains an acting head beside frozen trained weights: it needs acting_head"
+                f" and init_from (got acting_head={acting_head}, init_from={init_from!r})"
+            )
         if not (math.isfinite(acting_target_temperature) and acting_target_temperature > 0):
             raise ValueError(
                 f"acting_target_temperature must be a positive number, got {acting_target_temperature}"
@@ -168,6 +177,9 @@ class PolicyLearner(LightningModule):
         )
         if init_from is not None:
             self._initialise_from(init_from)
+        if acting_head_only:
+            for name, parameter in self.network.named_parameters():
+                parameter.requires_grad_(name.startswith("acting_head."))
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self._depth = random.Random(0)
@@ -217,18 +229,22 @@ class PolicyLearner(LightningModule):
         unrolled = self.network.unroll(batch, layers, first, no_grad_layers=prefix)
         losses = policy_losses(batch, unrolled[-1].logits)  # reported: the last sweep's
         earlier = [cross_entropy(batch, readout.logits).mean() for readout in unrolled[:-1]]
-        loss = torch.stack([*earlier, losses["loss"].mean()]).mean()
+        policy_loss = torch.stack([*earlier, losses["loss"].mean()]).mean()
         size = batch.num_graphs
+        terms = {"policy": policy_loss}  # the loss's terms: weight × loss
         if self.hparams.value_head:
             target = relative_advantages(batch)
             value_loss = torch.stack([value_losses(batch, r.values, target).mean() for r in unrolled]).mean()
-            loss = loss + self.hparams.value_weight * value_loss
+            terms["value"] = self.hparams.value_weight * value_loss
             self.log("train/value_loss", value_loss, batch_size=size)
         if self.hparams.acting_head:
             sharp = acting_target(batch, self.hparams.acting_target_temperature)
             acting_loss = torch.stack([cross_entropy(batch, r.acting, sharp).mean() for r in unrolled]).mean()
-            loss = loss + self.hparams.acting_weight * acting_loss
+            terms["acting"] = self.hparams.acting_weight * acting_loss
             self.log("train/acting_loss", acting_loss, batch_size=size)
+        if self.hparams.acting_head_only:  # the other heads are frozen: their losses are only reported
+            terms = {"acting": terms["acting"]}
+        loss = torch.stack(list(terms.values())).sum()
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)
         self.log("train/kl", losses["kl"].mean(), batch_size=size)
@@ -369,9 +385,8 @@ class PolicyLearner(LightningModule):
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
-        )
+        trainable = [parameter for parameter in self.parameters() if parameter.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = min(self.hparams.warmup_steps, total // 2)
         final = self.hparams.final_lr_ratio

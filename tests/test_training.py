@@ -322,6 +322,23 @@ def test_an_acting_head_starts_as_the_policy_head_and_trains_on_the_sharper_targ
         assert torch.equal(settled.greedy_scores, settled.logits)
     with pytest.raises(ValueError, match="acting_target_temperature"):
         PolicyLearner(width=16, heads=2, acting_head=True, acting_target_temperature=0.0)
+    # trained alone, the acting head moves and the rest keeps the source's weights exactly
+    alone = PolicyLearner(
+        width=16,
+        heads=2,
+        train_layers=(2, 3),
+        eval_layers=3,
+        acting_head=True,
+        acting_head_only=True,
+        init_from=str(plain),
+    )
+    tiny_trainer(tmp_path / "grown", 3).fit(alone, data)
+    before = load_network(plain).state_dict()
+    for name, weight in alone.network.state_dict().items():
+        moved = name.startswith("acting_head.")  # from its start, the policy head's copy
+        assert torch.equal(weight, before[name.replace("acting_head.", "head.")]) != moved, name
+    with pytest.raises(ValueError, match="acting_head_only"):
+        PolicyLearner(width=16, heads=2, acting_head=True, acting_head_only=True)
 
 
 @pytest.mark.parametrize(
