@@ -202,6 +202,11 @@ class PolicyLearner(LightningModule):
                 f"init_from={checkpoint!r} has a value head with value_residual={source.value_residual}; "
                 f"this network has value_residual={self.network.value_residual}"
             )
+        if source.acting_head is not None and self.network.acting_head is None:
+            raise ValueError(
+                f"init_from={checkpoint!r} has an acting head: set acting_head: true to keep it (its"
+                " agents sample that head)"
+            )
         # a source without a value head leaves this network's new head at its initialisation; a source
         # without an acting head gives it a copy of the policy head (it then starts as the soft policy)
         missing, unexpected = self.network.load_state_dict(source.state_dict(), strict=False)

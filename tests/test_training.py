@@ -339,6 +339,8 @@ def test_an_acting_head_starts_as_the_policy_head_and_trains_on_the_sharper_targ
         assert torch.equal(weight, before[name.replace("acting_head.", "head.")]) != moved, name
     with pytest.raises(ValueError, match="acting_head_only"):
         PolicyLearner(width=16, heads=2, acting_head=True, acting_head_only=True)
+    with pytest.raises(ValueError, match="set acting_head: true"):
+        PolicyLearner(width=16, heads=2, eval_layers=3, init_from=str(tmp_path / "acting.pt"))
 
 
 @pytest.mark.parametrize(
