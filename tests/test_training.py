@@ -273,13 +273,18 @@ def test_a_residual_value_head_starts_at_certainty_equivalence_then_learns_a_cor
         PolicyLearner(width=16, heads=2, value_residual=True)
 
 
-def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):
-    batch = Batch.from_data_list(tiny_data().train_stream.batch(5))
+def one_step_network(tmp_path: Path) -> tuple[PolicyLearner, Path]:
+    """A small network trained one step, and its export in ``tmp_path``."""
     torch.manual_seed(0)
     source = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3)
     trainer = tiny_trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
     trainer.fit(source, tiny_data())
-    plain = export(tmp_path / "last.ckpt", tmp_path / "plain.pt")
+    return source, export(tmp_path / "last.ckpt", tmp_path / "plain.pt")
+
+
+def test_fine_tuning_adds_a_value_head_and_keeps_the_policy(tmp_path):
+    batch = Batch.from_data_list(tiny_data().train_stream.batch(5))
+    source, plain = one_step_network(tmp_path)
     grown = PolicyLearner(
         width=16, heads=2, train_layers=(2, 3), eval_layers=3, value_head=True, init_from=str(plain)
     )
@@ -295,11 +300,7 @@ def test_an_acting_head_starts_as_the_policy_head_and_trains_on_the_sharper_targ
     torch.testing.assert_close(acting_target(batch, TARGET_TEMPERATURE), batch["state_action"].target)
     sharp = acting_target(batch, 0.015)
     assert torch.special.entr(sharp).sum() < torch.special.entr(batch["state_action"].target).sum()
-    torch.manual_seed(0)
-    source = PolicyLearner(width=16, heads=2, train_layers=(2, 3), eval_layers=3)
-    trainer = tiny_trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)])
-    trainer.fit(source, tiny_data())
-    plain = export(tmp_path / "last.ckpt", tmp_path / "plain.pt")
+    source, plain = one_step_network(tmp_path)
     grown = PolicyLearner(
         width=16, heads=2, train_layers=(2, 3), eval_layers=3, acting_head=True, init_from=str(plain)
     )
