@@ -82,8 +82,9 @@ class PolicyNetwork(nn.Module):
             (the planner column ``ce_advantage``, normalised the same way) instead of the advantage itself:
             its last layer starts at zero, so the untrained readout is exactly the certainty-equivalent
             greedy policy, and with ample data (where the posterior mean of the advantage tends to
-            certainty equivalence's) the correction only has to vanish. Needs ``planner_inputs`` and
-            ``value_head``.
+            certainty equivalence's) the correction only has to vanish. Needs ``value_head``; the graphs
+            must carry the planner columns (:attr:`reads_planner_columns`) even where the trunk reads the
+            count statistics only (``planner_inputs`` False: a residual head beside a count-only network).
         greedy_from: which head's argmax is the greedy policy: ``"policy"`` (the most probable action) or
             ``"value"`` (the highest predicted advantage; needs ``value_head``); None: the value head if
             there is one.
@@ -108,11 +109,8 @@ class PolicyNetwork(nn.Module):
         acting_head: bool = False,
     ) -> None:
         super().__init__()
-        if value_residual and not (planner_inputs and value_head):
-            raise ValueError(
-                "value_residual corrects the certainty-equivalent advantage, a planner column: it needs "
-                f"planner_inputs and value_head (got planner_inputs={planner_inputs}, value_head={value_head})"
-            )
+        if value_residual and not value_head:
+            raise ValueError("value_residual is a kind of value head: it needs value_head: true")
         self.greedy_from = checked_greedy_from(greedy_from, value_head)
         self.acting_temperature = checked_acting_temperature(acting_temperature)
         self.width = width
@@ -131,6 +129,12 @@ class PolicyNetwork(nn.Module):
         if value_residual:  # start at certainty equivalence: a zero correction
             nn.init.zeros_(self.value_head[-1].weight)
             nn.init.zeros_(self.value_head[-1].bias)
+
+    @property
+    def reads_planner_columns(self) -> bool:
+        """Whether this network's graphs must be built with the planner columns (``planner=True``): its trunk
+        reads them, or its residual value head corrects one of them."""
+        return self.planner_inputs or self.value_residual
 
     def forward(self, data: HeteroData, num_layers: int | None = None) -> Tensor:
         """Policy logits (SA,) after ``num_layers`` sweeps (default: ``self.num_layers``)."""
@@ -293,7 +297,16 @@ class PolicyNetwork(nn.Module):
 
     def _value_base(self, data: HeteroData) -> Tensor | None:
         """(SA,) what a residual value head corrects: the certainty-equivalent relative advantage column."""
-        return data[STATE_ACTION].x[:, CE_ADVANTAGE].float() if self.value_residual else None
+        if not self.value_residual:
+            return None
+        x_sa = data[STATE_ACTION].x
+        if x_sa.shape[-1] <= CE_ADVANTAGE:
+            raise ValueError(
+                "this network's residual value head corrects the certainty-equivalent advantage, a planner "
+                f"column, but the graph has only {x_sa.shape[-1]} state-action columns: build it with "
+                "planner=True (in training: the sampler's planner_columns)"
+            )
+        return x_sa[:, CE_ADVANTAGE].float()
 
     def _readout(
         self, h_state: Tensor, h_sa: Tensor, sa_state: Tensor, value_base: Tensor | None = None

@@ -344,7 +344,7 @@ def predict(
         raise ValueError(f"num_layers must be a positive integer or None, got {num_layers!r}")
     if network is None:
         network = packaged_network(counts.num_states)
-    data = observation_graph(counts, gamma, planner=network.planner_inputs)
+    data = observation_graph(counts, gamma, planner=network.reads_planner_columns)
     if num_layers is None:
         settled = network.infer(data)
         logits, greedy_scores, acting = settled.logits, settled.greedy_scores, settled.acting_logits

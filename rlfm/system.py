@@ -113,7 +113,8 @@ class PolicyLearner(LightningModule):
             greedy policy is then its argmax (validation scores it that way too).
         value_weight: weight of the value head's loss beside the policy's cross-entropy.
         value_residual: the value head predicts a correction to the certainty-equivalent advantage, starting
-            at zero (:class:`~rlfm.network.PolicyNetwork`; needs ``planner_inputs`` and ``value_head``).
+            at zero (:class:`~rlfm.network.PolicyNetwork`; needs ``value_head``, and the sampler's
+            ``planner_columns`` where ``planner_inputs`` is False).
         init_from: start from these weights instead of a random initialisation (fine-tuning): an exported
             network, a Lightning checkpoint or a shipped network's name (``"default"``, ``"planner"``);
             it must have this network's width, heads and inputs. Only the weights are taken: the optimiser,
@@ -128,6 +129,9 @@ class PolicyLearner(LightningModule):
         acting_head_only: train the acting head alone: the rest of the network keeps ``init_from``'s weights
             (frozen), so its greedy policy, and every offline number, stays exactly the source's while the
             policy its agents sample changes. Needs ``acting_head`` and ``init_from``.
+        value_head_only: train the value head alone beside ``init_from``'s frozen weights: the policy its
+            agents sample stays exactly the source's while its greedy policy becomes the value head's.
+            Needs ``value_head`` and ``init_from``. With ``acting_head_only`` too, both heads train.
     """
 
     def __init__(
@@ -153,13 +157,16 @@ class PolicyLearner(LightningModule):
         acting_target_temperature: float = 0.015,
         acting_weight: float = 1.0,
         acting_head_only: bool = False,
+        value_head_only: bool = False,
     ) -> None:
         super().__init__()
-        if acting_head_only and not (acting_head and init_from is not None):
-            raise ValueError(
-                "acting_head_only trains an acting head beside frozen trained weights: it needs acting_head"
-                f" and init_from (got acting_head={acting_head}, init_from={init_from!r})"
-            )
+        heads_only = {"acting": (acting_head_only, acting_head), "value": (value_head_only, value_head)}
+        for head, (only, has_head) in heads_only.items():
+            if only and not (has_head and init_from is not None):
+                raise ValueError(
+                    f"{head}_head_only trains a {head} head beside frozen trained weights: it needs"
+                    f" {head}_head and init_from (got {head}_head={has_head}, init_from={init_from!r})"
+                )
         if not (math.isfinite(acting_target_temperature) and acting_target_temperature > 0):
             raise ValueError(
                 f"acting_target_temperature must be a positive number, got {acting_target_temperature}"
@@ -177,9 +184,11 @@ class PolicyLearner(LightningModule):
         )
         if init_from is not None:
             self._initialise_from(init_from)
-        if acting_head_only:
+        self.trained_heads = [head for head, (only, _) in heads_only.items() if only]
+        if self.trained_heads:  # everything else keeps init_from's weights
+            prefixes = tuple(f"{head}_head." for head in self.trained_heads)
             for name, parameter in self.network.named_parameters():
-                parameter.requires_grad_(name.startswith("acting_head."))
+                parameter.requires_grad_(name.startswith(prefixes))
         self.val_metrics = nn.ModuleDict()
         self.test_metrics = nn.ModuleDict()
         self._depth = random.Random(0)
@@ -247,8 +256,8 @@ class PolicyLearner(LightningModule):
             acting_loss = torch.stack([cross_entropy(batch, r.acting, sharp).mean() for r in unrolled]).mean()
             terms["acting"] = self.hparams.acting_weight * acting_loss
             self.log("train/acting_loss", acting_loss, batch_size=size)
-        if self.hparams.acting_head_only:  # the other heads are frozen: their losses are only reported
-            terms = {"acting": terms["acting"]}
+        if self.trained_heads:  # the other heads are frozen: their losses are only reported
+            terms = {head: terms[head] for head in self.trained_heads}
         loss = torch.stack(list(terms.values())).sum()
         self.log("train/loss", loss, batch_size=size, prog_bar=True)
         self.log("train/loss_last_sweep", losses["loss"].mean(), batch_size=size)

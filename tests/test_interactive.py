@@ -11,6 +11,7 @@ import torch
 import rlfm
 from rlfm.cli import main
 from rlfm.environments import DiscreteEnv, run_episodes
+from rlfm.graph import CE_ADVANTAGE, observation_graph
 from rlfm.interactive import RandomAgent
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import predict
@@ -175,3 +176,18 @@ def test_a_value_head_network_sets_the_agents_greedy_actions():
     by_value = [int(values.view(6, 3)[s].argmax()) for s in range(6)]
     by_policy = [int(agent.policy.view(6, 3)[s].argmax()) for s in range(6)]
     assert [agent.greedy_action(s) for s in range(6)] == by_value != by_policy
+
+
+def test_a_count_only_network_with_a_residual_value_head_is_handed_the_planner_columns():
+    torch.manual_seed(0)  # untrained: the residual head adds zero, so the greedy scores are CE's advantages
+    network = PolicyNetwork(
+        width=16, heads=2, num_layers=2, planner_inputs=False, value_head=True, value_residual=True
+    ).eval()
+    agent = rlfm.InContextAgent(6, 3, gamma=0.9, network=network, seed=0)
+    for step in range(30):
+        agent.observe(step % 6, step % 3, float(step % 5 == 0), (step * 7 + 1) % 6)
+    agent.end_episode()
+    ce_advantage = observation_graph(agent.counts, 0.9, planner=True)["state_action"].x[:, CE_ADVANTAGE]
+    torch.testing.assert_close(predict(agent.counts, 0.9, network).greedy_scores, ce_advantage.float())
+    by_ce = [int(ce_advantage.view(6, 3)[s].argmax()) for s in range(6)]
+    assert [agent.greedy_action(s) for s in range(6)] == by_ce

@@ -267,10 +267,46 @@ def test_a_residual_value_head_starts_at_certainty_equivalence_then_learns_a_cor
         PolicyLearner(
             width=16, heads=2, eval_layers=3, value_head=True, init_from=str(tmp_path / "residual.pt")
         )
-    with pytest.raises(ValueError, match="it needs planner_inputs and value_head"):
-        PolicyLearner(width=16, heads=2, value_head=True, value_residual=True, planner_inputs=False)
-    with pytest.raises(ValueError, match="value_residual"):
+    with pytest.raises(ValueError, match="value_residual is a kind of value head"):
         PolicyLearner(width=16, heads=2, value_residual=True)
+
+
+def test_a_residual_value_head_trains_alone_beside_a_frozen_count_only_network(tmp_path):
+    data = tiny_data()  # the examples carry the planner columns: the residual head corrects one of them
+    batch = Batch.from_data_list(data.train_stream.batch(5))
+    ce_advantage = batch["state_action"].x[:, CE_ADVANTAGE]
+    torch.manual_seed(0)
+    counts_only = {"width": 16, "heads": 2, "train_layers": (2, 3), "eval_layers": 3, "planner_inputs": False}
+    source = PolicyLearner(**counts_only)
+    tiny_trainer(tmp_path, 1, callbacks=[ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(source, data)
+    plain = export(tmp_path / "last.ckpt", tmp_path / "counts.pt")
+    assert not load_network(plain).reads_planner_columns
+    grown = PolicyLearner(
+        **counts_only, value_head=True, value_residual=True, value_head_only=True, init_from=str(plain)
+    )
+    assert grown.network.reads_planner_columns
+    settled = grown.network.eval().infer(batch)
+    torch.testing.assert_close(settled.greedy_scores, ce_advantage)  # untrained: CE's greedy policy
+    torch.testing.assert_close(settled.logits, source.network.eval().infer(batch).logits)
+    (tmp_path / "grown").mkdir()
+    trainer = tiny_trainer(
+        tmp_path / "grown", 3, callbacks=[ModelCheckpoint(dirpath=tmp_path / "grown", save_last=True)]
+    )
+    trainer.fit(grown, data)
+    before = load_network(plain).state_dict()
+    for name, weight in grown.network.state_dict().items():  # only the value head moved
+        assert name.startswith("value_head.") or torch.equal(weight, before[name]), name
+    assert float(grown.network.value_head[-1].weight.abs().max()) > 0
+    network = load_network(export(tmp_path / "grown" / "last.ckpt", tmp_path / "residual.pt"))
+    assert network.value_residual and network.greedy_from == "value" and not network.planner_inputs
+    greedy = network.infer(batch).greedy_scores
+    assert float((greedy - ce_advantage).abs().max()) > 0  # the correction moved off zero
+    counts_columns = batch.clone()
+    counts_columns["state_action"].x = counts_columns["state_action"].x[:, :CE_ADVANTAGE]
+    with pytest.raises(ValueError, match="build it with planner=True"):
+        network.infer(counts_columns)
+    with pytest.raises(ValueError, match="value_head_only trains a value head"):
+        PolicyLearner(**counts_only, value_head=True, value_head_only=True)
 
 
 def one_step_network(tmp_path: Path) -> tuple[PolicyLearner, Path]:

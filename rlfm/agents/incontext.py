@@ -147,7 +147,7 @@ class BatchedInContextAgent(Agent):
 
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
-        batches: dict[bool, Batch] = {}  # by planner_inputs: both networks may read the same graphs
+        batches: dict[bool, Batch] = {}  # by reads_planner_columns: both networks may read the same graphs
         acting, logits, greedy_scores, layers = self._readout(
             self.network, counts, batches, warm=self.warm_start
         )
@@ -172,7 +172,7 @@ class BatchedInContextAgent(Agent):
         """``network``'s acting logits (N,), policy logits (N,) and greedy scores (N,) over the N pairs of
         the graphs of ``counts`` (built once per kind of input, kept in ``batches``), and the sweeps it ran (``warm``:
         start from where the previous plan settled)."""
-        planner = network.planner_inputs
+        planner = network.reads_planner_columns
         if planner not in batches:
             graphs = observation_graphs(counts, [self.gamma] * len(counts), planner=planner)
             batches[planner] = Batch.from_data_list(graphs).to(self.device)
