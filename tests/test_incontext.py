@@ -54,6 +54,23 @@ def test_sampling_follows_the_temperature():
         small_agent(temperature=0.0)
 
 
+def test_an_episode_committed_agent_keeps_one_action_per_state_until_the_next_episode():
+    mdp = gridworld(3)
+    committed, stepwise = small_agent(episode_commit=True), small_agent()
+    for agent in (committed, stepwise):
+        agent.start(mdp.num_actions, mdp.gamma, runs=50, generator=torch.Generator().manual_seed(1))
+        agent.plan([Counts.empty_like(mdp)] * 50)  # no data: every action is likely in every state
+    states = torch.arange(50) % mdp.num_states
+    first = committed.act(states)
+    assert all(torch.equal(committed.act(states), first) for _ in range(5))  # the same within an episode
+    assert not all(torch.equal(stepwise.act(states), stepwise.act(states)) for _ in range(5))
+    committed.plan([Counts.empty_like(mdp)] * 50)  # the next episode draws afresh
+    again = committed.act(states)
+    assert not torch.equal(again, first)
+    assert len(set(again[states == 0].tolist())) > 1  # independently per run
+    assert committed.hyperparameters()["episode_commit"] is True
+
+
 def test_adaptive_depth_is_used_by_default():
     mdp = gridworld(3)
     agent = small_agent(max_layers=7)

@@ -57,6 +57,9 @@ class BatchedInContextAgent(Agent):
         evidence: κ > 0 makes the greedy policy argmax_a log π_θ(a | s) + κ n(s, a) Â(s, a), the network's
             policy weighed by certainty equivalence's advantages and the counts behind them
             (:func:`rlfm.agents.guard.evidence_scores`); None: the network's own. Acting is unchanged.
+        episode_commit: draw one action per state from π^(1/T) when each episode starts and follow those
+            actions through the episode (a deterministic policy sampled per episode, as posterior sampling
+            commits to one sampled MDP), instead of drawing a fresh action at every step.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -75,6 +78,7 @@ class BatchedInContextAgent(Agent):
         max_layers: int = 256,
         warm_start: bool = False,
         replan_growth: float | None = None,
+        episode_commit: bool = False,
         guard: float | None = None,
         evidence: float | None = None,
         greedy_checkpoint: str | Path | None = None,
@@ -106,6 +110,7 @@ class BatchedInContextAgent(Agent):
         self.max_layers = max_layers
         self.warm_start = warm_start
         self.replan_growth = replan_growth
+        self.episode_commit = bool(episode_commit)
         self.guard = guard
         self.evidence = evidence
         self.greedy_checkpoint = greedy_checkpoint
@@ -139,11 +144,12 @@ class BatchedInContextAgent(Agent):
     def plan(self, counts: list[Counts]) -> None:
         observed = torch.tensor([float(c.num_observed) for c in counts], dtype=torch.float64)
         runs = self.due(observed).nonzero().squeeze(1)
-        if runs.numel() == 0:
-            return
-        self.planned_at[runs] = observed[runs]
-        self.plans[runs] += 1
-        self._plan_runs(runs, [counts[r] for r in runs.tolist()])
+        if runs.numel() > 0:
+            self.planned_at[runs] = observed[runs]
+            self.plans[runs] += 1
+            self._plan_runs(runs, [counts[r] for r in runs.tolist()])
+        if self.episode_commit:
+            self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
@@ -191,10 +197,16 @@ class BatchedInContextAgent(Agent):
         return settled.acting_logits, settled.logits, settled.greedy_scores, layers
 
     def act(self, states: Tensor) -> Tensor:
+        if self.episode_commit:
+            return self.committed[torch.arange(states.numel()), states]
+        return self._sample(states.unsqueeze(1)).squeeze(1)
+
+    def _sample(self, states: Tensor) -> Tensor:
+        """(R, k) actions drawn from π^(1/T) of each run's states ``states`` (R, k), independently."""
         scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
-        rows = scaled[torch.arange(states.numel()), states]  # [R, A_max]
-        probs = torch.softmax(rows, dim=-1)
-        return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+        rows = scaled[torch.arange(states.shape[0]).unsqueeze(1), states]  # [R, k, A_max]
+        probs = torch.softmax(rows, dim=-1).flatten(0, 1)
+        return torch.multinomial(probs, 1, generator=self.generator).view(states.shape)
 
     def greedy_policy(self) -> Tensor:
         scores = self.greedy_scores
@@ -210,6 +222,7 @@ class BatchedInContextAgent(Agent):
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
+            **({"episode_commit": True} if self.episode_commit else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **(

@@ -106,6 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="online: rlfm re-plans a run only once its data grew by the factor 1 + KAPPA (default: every episode)",
     )
     parser.add_argument(
+        "--episode-commit",
+        action="store_const",
+        const=True,
+        default=None,
+        help="online: rlfm draws one action per state when each episode starts and keeps it through the"
+        " episode (default: a fresh draw at every step)",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -281,6 +289,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
+    if args.episode_commit is not None and args.mode != "online":
+        raise ValueError("--episode-commit belongs to the online protocol (offline, rlfm does not act)")
     args.sizes = _sizes(args.sizes)
     for flag in ("agents", "envs"):
         text = getattr(args, flag)
@@ -329,7 +339,15 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 
 
 # flags read only by the rlfm agent, each passed to it as the keyword of the same name
-RLFM_FLAGS = ("checkpoint", "greedy_checkpoint", "temperature", "replan_growth", "guard", "evidence")
+RLFM_FLAGS = (
+    "checkpoint",
+    "greedy_checkpoint",
+    "temperature",
+    "replan_growth",
+    "episode_commit",
+    "guard",
+    "evidence",
+)
 
 
 def _check_agent_flags(args: argparse.Namespace, agents: list[str]) -> None:
