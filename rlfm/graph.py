@@ -88,7 +88,7 @@ EDGE_FEATURES = ("p_hat", "log1p_count")
 MAX_HORIZON = 1000.0  # 1 / (1 - γ) at which the horizon feature reaches 1
 PLANNER_TOLERANCE = 1e-6  # accuracy of the planners' values, in units of the largest observed |reward|
 # τ of the training target softmax(Q* / τ), on the normalised reward scale. Chosen on the validation MDPs
-# over 0.2 (README, "Choosing on validation"); a sharper target keeps small Q-gaps (slippery MDPs) visible.
+# over 0.2 (docs/choosing-on-validation.md); a sharper target keeps small Q-gaps (slippery MDPs) visible.
 TARGET_TEMPERATURE = 0.05
 
 
