@@ -223,6 +223,25 @@ class Counts:
             terminal=self.terminal.clone(),
         )
 
+    def bootstrap(self, generator: torch.Generator) -> Counts:
+        r"""A Poisson bootstrap of the experience: every observed transition is kept a Poisson(1) number of
+        times, so :math:`N'(s, a, s') \sim \mathrm{Poisson}(N(s, a, s'))` independently and
+        :math:`N'(s, a) = \sum_{s'} N'(s, a, s')`; the reward sums are scaled by :math:`N'(s, a) / N(s, a)`
+        (the mean reward is kept). A pair resampled to no visit looks unvisited. The terminal states and the
+        reward scale are kept. A new :class:`Counts`; ``self`` is unchanged."""
+        resampled = torch.poisson(self.transition_count.double(), generator=generator).long()
+        sa_count = torch.zeros_like(self.sa_count).index_add_(0, self.transition_sa, resampled)
+        scale = sa_count.double() / self.sa_count.clamp(min=1).double()
+        kept = resampled > 0
+        return replace(
+            self.copy(),
+            sa_count=sa_count,
+            reward_sum=self.reward_sum * scale,
+            reward_sq_sum=torch.where(sa_count > 0, self.reward_sq_sum * scale, 0.0),  # 0 · inf: 0
+            transition_key=self.transition_key[kept],
+            transition_count=resampled[kept],
+        )
+
     def __repr__(self) -> str:
         return (
             f"Counts(states={self.num_states}, state_actions={self.num_state_actions},"

@@ -294,6 +294,7 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--evidence", ["--agents", "ce", "--evidence", "1"]),
         ("--evidence", ["--agents", "rlfm", "--evidence", "1", "--guard", "0.1"]),
         ("--episode-commit", ["--agents", "ce", "--episode-commit"]),
+        ("--bootstrap", ["--mode", "offline", "--agents", "rlfm", "--bootstrap"]),
         ("--episode-commit", ["--mode", "offline", "--agents", "rlfm", "--episode-commit"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),

@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch_geometric.data import Batch
 
 from rlfm.benchmarks.reference import gridworld
@@ -36,6 +38,32 @@ def test_counts_updates_single_and_batched():
     assert counts.reward_scale == 6.0 and counts.num_observed == 4
     with pytest.raises(ValueError, match="out of range"):
         counts.update(1, 1, 0.0, 0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(0, 60))
+def test_a_bootstrap_of_the_counts_is_consistent_and_keeps_the_mean_rewards(seed, steps):
+    mdp, g = gridworld(3), torch.Generator().manual_seed(seed)
+    states, next_states = (torch.randint(0, mdp.num_states, (steps,), generator=g) for _ in range(2))
+    actions = torch.randint(0, 4, (steps,), generator=g)
+    rewards = torch.randn(steps, generator=g, dtype=torch.float64)
+    counts = Counts.empty_like(mdp).update(states, actions, rewards, next_states, rewards > 1)
+    before = counts.copy()
+    resampled = counts.bootstrap(torch.Generator().manual_seed(seed))
+    resampled.validate()  # every stored successor kept at least once, visits the sum of its successors
+    assert torch.equal(counts.sa_count, before.sa_count)  # the original is untouched
+    kept = resampled.sa_count > 0
+    assert set(resampled.transition_key.tolist()) <= set(counts.transition_key.tolist())
+    assert torch.allclose(resampled.mean_reward[kept], counts.mean_reward[kept])
+    assert (resampled.reward_sum[~kept] == 0).all() and torch.equal(resampled.terminal, counts.terminal)
+
+
+def test_a_bootstrap_resamples_around_the_observed_counts():
+    counts = Counts.empty_like(gridworld(3)).update([0] * 400, [1] * 400, 1.0, [1] * 300 + [3] * 100)
+    draws = [counts.bootstrap(torch.Generator().manual_seed(k)) for k in range(200)]
+    visits = torch.tensor([float(d.sa_count[1]) for d in draws])
+    assert abs(float(visits.mean()) - 400) < 10 and 10 < float(visits.std()) < 30  # Poisson(400): sd 20
+    assert len({int(d.transition_count[0]) for d in draws}) > 20
 
 
 def test_generative_sampler_estimates_the_model():

@@ -71,6 +71,19 @@ def test_an_episode_committed_agent_keeps_one_action_per_state_until_the_next_ep
     assert committed.hyperparameters()["episode_commit"] is True
 
 
+def test_a_bootstrapped_agent_acts_on_resampled_counts_and_reads_greedy_from_the_counts():
+    mdp = gridworld(3)
+    data = Counts.empty_like(mdp).update([0, 1, 2, 5, 4, 4], [1, 1, 3, 3, 2, 1], 0.5, [1, 2, 5, 8, 3, 5])
+    booted, plain = small_agent(bootstrap=True), small_agent()
+    for agent in (booted, plain):
+        agent.start(mdp.num_actions, mdp.gamma, runs=4, generator=torch.Generator().manual_seed(1))
+        agent.plan([data.copy() for _ in range(4)])
+    assert torch.equal(booted.greedy_scores, plain.greedy_scores)  # the greedy policy reads the counts
+    assert not torch.allclose(booted.logits, plain.logits)  # the actions read a resampled dataset
+    assert not torch.allclose(booted.logits[0], booted.logits[1])  # one resample per run
+    assert booted.hyperparameters()["bootstrap"] is True
+
+
 def test_adaptive_depth_is_used_by_default():
     mdp = gridworld(3)
     agent = small_agent(max_layers=7)

@@ -57,6 +57,11 @@ class BatchedInContextAgent(Agent):
         evidence: κ > 0 makes the greedy policy argmax_a log π_θ(a | s) + κ n(s, a) Â(s, a), the network's
             policy weighed by certainty equivalence's advantages and the counts behind them
             (:func:`rlfm.agents.guard.evidence_scores`); None: the network's own. Acting is unchanged.
+        bootstrap: the actions are sampled from the network's plan on a Poisson bootstrap of each run's
+            counts (:meth:`rlfm.counts.Counts.bootstrap`, redrawn at every plan) instead of on the counts
+            themselves: randomness that holds for a whole episode and comes from the data, as bootstrapped
+            value estimates explore. The greedy policy is still the network's on the counts (a second
+            network call per plan).
         episode_commit: draw one action per state from π^(1/T) when each episode starts and follow those
             actions through the episode (a deterministic policy sampled per episode, as posterior sampling
             commits to one sampled MDP), instead of drawing a fresh action at every step.
@@ -79,6 +84,7 @@ class BatchedInContextAgent(Agent):
         warm_start: bool = False,
         replan_growth: float | None = None,
         episode_commit: bool = False,
+        bootstrap: bool = False,
         guard: float | None = None,
         evidence: float | None = None,
         greedy_checkpoint: str | Path | None = None,
@@ -111,6 +117,7 @@ class BatchedInContextAgent(Agent):
         self.warm_start = warm_start
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
+        self.bootstrap = bool(bootstrap)
         self.guard = guard
         self.evidence = evidence
         self.greedy_checkpoint = greedy_checkpoint
@@ -157,6 +164,9 @@ class BatchedInContextAgent(Agent):
         acting, logits, greedy_scores, layers = self._readout(
             self.network, counts, batches, warm=self.warm_start
         )
+        if self.bootstrap:  # act on a resampled dataset; the readouts of the counts themselves stay
+            resampled = [c.bootstrap(self.generator) for c in counts]
+            acting = self._readout(self.network, resampled, {}, warm=False)[0]
         if self.greedy_network is not None:
             greedy_scores = self._readout(self.greedy_network, counts, batches, warm=False)[2]
         self.layers_used.append(layers)
@@ -223,6 +233,7 @@ class BatchedInContextAgent(Agent):
             **({"warm_start": True} if self.warm_start else {}),
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
             **({"episode_commit": True} if self.episode_commit else {}),
+            **({"bootstrap": True} if self.bootstrap else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **(

@@ -114,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         " episode (default: a fresh draw at every step)",
     )
     parser.add_argument(
+        "--bootstrap",
+        action="store_const",
+        const=True,
+        default=None,
+        help="online: rlfm samples its actions from its plan on a Poisson bootstrap of the counts, redrawn"
+        " before each episode (the greedy policy stays the plan on the counts)",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -289,8 +297,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    if args.episode_commit is not None and args.mode != "online":
-        raise ValueError("--episode-commit belongs to the online protocol (offline, rlfm does not act)")
+    for flag in ("episode_commit", "bootstrap"):
+        if getattr(args, flag) is not None and args.mode != "online":
+            raise ValueError(
+                f"--{flag.replace('_', '-')} belongs to the online protocol (offline, rlfm does not act)"
+            )
     args.sizes = _sizes(args.sizes)
     for flag in ("agents", "envs"):
         text = getattr(args, flag)
@@ -345,6 +356,7 @@ RLFM_FLAGS = (
     "temperature",
     "replan_growth",
     "episode_commit",
+    "bootstrap",
     "guard",
     "evidence",
 )
