@@ -170,23 +170,25 @@ class PolicyNetwork(nn.Module):
         return group_softmax(self(data, num_layers), data)
 
     @torch.no_grad()
-    def infer(self, data: HeteroData, max_layers: int = 512) -> Settled:
-        """The default inference: logits (SA,), the sweeps used per MDP (B,), the final embeddings and the
-        greedy scores (SA,).
+    def infer(self, data: HeteroData, max_layers: int = 512, num_layers: int | None = None) -> Settled:
+        """The default inference: logits (SA,), the sweeps used per MDP (B,), the final embeddings, the
+        greedy scores (SA,) and the acting logits (SA,).
 
         A network with planner inputs runs its own depth K = ``num_layers``: the exact planners carry
         values along paths of any length, and on the validation MDPs K sweeps scored better than unrolling
         until the policy settles (and cost far less). A network that reads the counts only must carry
-        values itself, so it unrolls until its policy settles (:meth:`settle`, at most ``max_layers``)."""
-        if not self.planner_inputs:
+        values itself, so it unrolls until its policy settles (:meth:`settle`, at most ``max_layers``).
+        ``num_layers`` given: exactly that many sweeps, for either kind."""
+        if num_layers is None and not self.planner_inputs:
             return self.settle_from(data, None, max_layers=max_layers)
+        K = self.num_layers if num_layers is None else num_layers
         B = int(data.num_graphs) if "batch" in data[STATE] else 1
         inputs = self._inputs(data)
         h_state, h_sa = inputs["x_state"], inputs["x_sa"]
-        for _ in range(self.num_layers):
+        for _ in range(K):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
         readout = self._readout(h_state, h_sa, inputs["sa_state"], self._value_base(data))
-        sweeps = torch.full((B,), self.num_layers, dtype=torch.long)
+        sweeps = torch.full((B,), K, dtype=torch.long)
         return self._settled(readout, sweeps, (h_state, h_sa))
 
     @torch.no_grad()

@@ -345,13 +345,8 @@ def predict(
     if network is None:
         network = packaged_network(counts.num_states)
     data = observation_graph(counts, gamma, planner=network.reads_planner_columns)
-    if num_layers is None:
-        settled = network.infer(data)
-        logits, greedy_scores, acting = settled.logits, settled.greedy_scores, settled.acting_logits
-    else:
-        readout = network.unroll(data, num_layers, first=num_layers)[-1]
-        logits, greedy_scores = readout.logits, network.greedy_scores(readout)
-        acting = network.acting_logits(readout)
+    settled = network.infer(data, num_layers=num_layers)
+    logits, greedy_scores, acting = settled.logits, settled.greedy_scores, settled.acting_logits
     policy, acting_policy = group_softmax(logits, data), group_softmax(acting, data)
     if not all(torch.isfinite(x).all() for x in (policy, greedy_scores, acting_policy)):
         raise ValueError("the network returned a policy that is not finite; are its weights damaged?")

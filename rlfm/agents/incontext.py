@@ -193,16 +193,12 @@ class BatchedInContextAgent(Agent):
             graphs = observation_graphs(counts, [self.gamma] * len(counts), planner=planner)
             batches[planner] = Batch.from_data_list(graphs).to(self.device)
         batch = batches[planner]
-        if self.num_layers is not None:
-            readout = network.unroll(batch, self.num_layers, first=self.num_layers)[-1]
-            acting, greedy_scores = network.acting_logits(readout), network.greedy_scores(readout)
-            return acting, readout.logits, greedy_scores, self.num_layers
-        if warm and not network.planner_inputs:
+        if warm and self.num_layers is None and not network.planner_inputs:
             min_layers = None if self.embeddings is None else 1
             settled = network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
             self.embeddings = settled.embeddings
         else:
-            settled = network.infer(batch, max_layers=self.max_layers)
+            settled = network.infer(batch, max_layers=self.max_layers, num_layers=self.num_layers)
         layers = int(settled.sweeps.max())
         return settled.acting_logits, settled.logits, settled.greedy_scores, layers
 
