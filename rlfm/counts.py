@@ -229,17 +229,34 @@ class Counts:
         :math:`N'(s, a) = \sum_{s'} N'(s, a, s')`; the reward sums are scaled by :math:`N'(s, a) / N(s, a)`
         (the mean reward is kept). A pair resampled to no visit looks unvisited. The terminal states and the
         reward scale are kept. A new :class:`Counts`; ``self`` is unchanged."""
-        resampled = torch.poisson(self.transition_count.double(), generator=generator).long()
-        sa_count = torch.zeros_like(self.sa_count).index_add_(0, self.transition_sa, resampled)
+        return self._with_transition_counts(
+            torch.poisson(self.transition_count.double(), generator=generator)
+        )
+
+    def split(self, generator: torch.Generator) -> tuple[Counts, Counts]:
+        r"""Two halves of the experience by binomial thinning: each observed transition goes to either half
+        with probability 1/2, so :math:`N_1(s, a, s') \sim \mathrm{Binomial}(N(s, a, s'), 1/2)` and
+        :math:`N_2 = N - N_1`. The reward sums are split in proportion to the visits (each half keeps the
+        mean reward: the counts do not hold the single rewards), the terminal states and the reward scale go
+        to both. Two new :class:`Counts`; ``self`` is unchanged."""
+        total = self.transition_count.double()
+        first = torch.binomial(total, torch.full_like(total, 0.5), generator=generator)
+        return self._with_transition_counts(first), self._with_transition_counts(total - first)
+
+    def _with_transition_counts(self, transition_count: Tensor) -> Counts:
+        """A copy whose N(s, a, s') are ``transition_count`` (K,) (whole numbers, for the observed keys), the
+        visits their sums and the reward sums scaled to keep each visited pair's mean reward."""
+        count = transition_count.long()
+        sa_count = torch.zeros_like(self.sa_count).index_add_(0, self.transition_sa, count)
         scale = sa_count.double() / self.sa_count.clamp(min=1).double()
-        kept = resampled > 0
+        kept = count > 0
         return replace(
             self.copy(),
             sa_count=sa_count,
             reward_sum=self.reward_sum * scale,
             reward_sq_sum=torch.where(sa_count > 0, self.reward_sq_sum * scale, 0.0),  # 0 · inf: 0
             transition_key=self.transition_key[kept],
-            transition_count=resampled[kept],
+            transition_count=count[kept],
         )
 
     def __repr__(self) -> str:

@@ -293,6 +293,8 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--evidence", ["--agents", "rlfm", "--evidence", "0"]),
         ("--evidence", ["--agents", "ce", "--evidence", "1"]),
         ("--evidence", ["--agents", "rlfm", "--evidence", "1", "--guard", "0.1"]),
+        ("--holdout", ["--agents", "ce", "--holdout"]),
+        ("--holdout", ["--agents", "rlfm", "--holdout", "--evidence", "1"]),
         ("--episode-commit", ["--agents", "ce", "--episode-commit"]),
         ("--bootstrap", ["--mode", "offline", "--agents", "rlfm", "--bootstrap"]),
         ("--episode-commit", ["--mode", "offline", "--agents", "rlfm", "--episode-commit"]),

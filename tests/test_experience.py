@@ -40,14 +40,24 @@ def test_counts_updates_single_and_batched():
         counts.update(1, 1, 0.0, 0)
 
 
-@settings(max_examples=25, deadline=None)
-@given(seed=st.integers(0, 2**31 - 1), steps=st.integers(0, 60))
-def test_a_bootstrap_of_the_counts_is_consistent_and_keeps_the_mean_rewards(seed, steps):
+def random_experience(test):
+    """Run ``test(seed, steps)`` on 25 draws of a seed and a number of transitions (0 to 60)."""
+    draws = given(seed=st.integers(0, 2**31 - 1), steps=st.integers(0, 60))
+    return settings(max_examples=25, deadline=None)(draws(test))
+
+
+def random_counts(seed: int, steps: int) -> Counts:
+    """``steps`` random transitions of the 3×3 grid's shape, Gaussian rewards, some ending an episode."""
     mdp, g = gridworld(3), torch.Generator().manual_seed(seed)
     states, next_states = (torch.randint(0, mdp.num_states, (steps,), generator=g) for _ in range(2))
     actions = torch.randint(0, 4, (steps,), generator=g)
     rewards = torch.randn(steps, generator=g, dtype=torch.float64)
-    counts = Counts.empty_like(mdp).update(states, actions, rewards, next_states, rewards > 1)
+    return Counts.empty_like(mdp).update(states, actions, rewards, next_states, rewards > 1)
+
+
+@random_experience
+def test_a_bootstrap_of_the_counts_is_consistent_and_keeps_the_mean_rewards(seed, steps):
+    counts = random_counts(seed, steps)
     before = counts.copy()
     resampled = counts.bootstrap(torch.Generator().manual_seed(seed))
     resampled.validate()  # every stored successor kept at least once, visits the sum of its successors
@@ -64,6 +74,33 @@ def test_a_bootstrap_resamples_around_the_observed_counts():
     visits = torch.tensor([float(d.sa_count[1]) for d in draws])
     assert abs(float(visits.mean()) - 400) < 10 and 10 < float(visits.std()) < 30  # Poisson(400): sd 20
     assert len({int(d.transition_count[0]) for d in draws}) > 20
+
+
+@random_experience
+def test_a_split_of_the_counts_adds_up_to_them_and_keeps_the_mean_rewards(seed, steps):
+    counts = random_counts(seed, steps)
+    before = counts.copy()
+    halves = counts.split(torch.Generator().manual_seed(seed))
+    for half in halves:
+        half.validate()
+        kept = half.sa_count > 0
+        assert torch.allclose(half.mean_reward[kept], counts.mean_reward[kept])
+        assert torch.equal(half.terminal, counts.terminal) and half.max_abs_reward == counts.max_abs_reward
+    assert torch.equal(halves[0].sa_count + halves[1].sa_count, counts.sa_count)
+    assert torch.allclose(halves[0].reward_sum + halves[1].reward_sum, counts.reward_sum)
+    total = torch.zeros(counts.num_state_actions * counts.num_states, dtype=torch.long)
+    for half in halves:
+        total.index_add_(0, half.transition_key, half.transition_count)
+    assert torch.equal(total[counts.transition_key], counts.transition_count)
+    assert torch.equal(counts.sa_count, before.sa_count)  # the original is untouched
+
+
+def test_a_split_halves_each_count_about_evenly():
+    counts = Counts.empty_like(gridworld(3)).update([0] * 400, [1] * 400, 1.0, [1] * 300 + [3] * 100)
+    first = torch.tensor(
+        [float(counts.split(torch.Generator().manual_seed(k))[0].sa_count[1]) for k in range(200)]
+    )
+    assert abs(float(first.mean()) - 200) < 3 and 6 < float(first.std()) < 14  # Binomial(400, 1/2): sd 10
 
 
 def test_generative_sampler_estimates_the_model():

@@ -28,6 +28,7 @@ from torch_geometric.data import Batch
 
 from rlfm.agents.base import Agent
 from rlfm.agents.guard import evidence_scores, guarded_actions
+from rlfm.agents.holdout import holdout_actions
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
@@ -57,6 +58,9 @@ class BatchedInContextAgent(Agent):
         evidence: κ > 0 makes the greedy policy argmax_a log π_θ(a | s) + κ n(s, a) Â(s, a), the network's
             policy weighed by certainty equivalence's advantages and the counts behind them
             (:func:`rlfm.agents.guard.evidence_scores`); None: the network's own. Acting is unchanged.
+        holdout: the greedy policy is certainty equivalence's instead of the network's where data held out
+            from each say it is better and neither heads for untried pairs (:mod:`rlfm.agents.holdout`: two
+            more network calls on the halves of the counts per plan). Acting is unchanged.
         bootstrap: the actions are sampled from the network's plan on a Poisson bootstrap of each run's
             counts (:meth:`rlfm.counts.Counts.bootstrap`, redrawn at every plan) instead of on the counts
             themselves: randomness that holds for a whole episode and comes from the data, as bootstrapped
@@ -87,6 +91,7 @@ class BatchedInContextAgent(Agent):
         bootstrap: bool = False,
         guard: float | None = None,
         evidence: float | None = None,
+        holdout: bool = False,
         greedy_checkpoint: str | Path | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
@@ -98,8 +103,10 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
             raise ValueError(f"evidence must be a positive number or None, got {evidence}")
-        if guard is not None and evidence is not None:
-            raise ValueError("guard and evidence are two readouts of the greedy policy: choose one")
+        if sum([guard is not None, evidence is not None, bool(holdout)]) > 1:
+            raise ValueError(
+                "guard, evidence and holdout are three readouts of the greedy policy: choose one"
+            )
         if greedy_checkpoint is not None and evidence is not None:
             raise ValueError(
                 "evidence weighs the acting network's policy: it cannot read a greedy_checkpoint"
@@ -120,6 +127,7 @@ class BatchedInContextAgent(Agent):
         self.bootstrap = bool(bootstrap)
         self.guard = guard
         self.evidence = evidence
+        self.holdout = bool(holdout)
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
             None if greedy_checkpoint is None else load_network(greedy_checkpoint).to(self.device).eval()
@@ -133,6 +141,8 @@ class BatchedInContextAgent(Agent):
         self.logits = torch.zeros(runs, self.layout.num_pairs, dtype=torch.float64)
         self.greedy_scores = self.logits.clone()  # rows are overwritten in place: keep them apart
         self.layers_used = []
+        # the held-out splits draw from their own stream, so acting is the same with and without them
+        self.split_generator = torch.Generator().manual_seed(generator.initial_seed() + 1)
         self.embeddings: tuple[Tensor, Tensor] | None = None  # where the last plan settled (warm start)
         # transitions at each run's last plan (-1: never planned)
         self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
@@ -181,6 +191,18 @@ class BatchedInContextAgent(Agent):
             self.greedy_scores[runs] = evidence_scores(
                 logits.double().cpu().view(shape), counts, self.layout, self.gamma, self.evidence
             )
+        if self.holdout:
+            actions = self.layout.greedy_actions(self.greedy_scores[runs])
+            chosen = holdout_actions(
+                self._greedy_actions, actions, counts, self.layout, self.gamma, self.split_generator
+            )
+            self.greedy_scores[runs] = self.layout.one_hot(chosen)
+
+    def _greedy_actions(self, counts: list[Counts]) -> Tensor:
+        """(len(counts), S) the greedy actions of the network that gives the greedy policy, on ``counts``."""
+        network = self.network if self.greedy_network is None else self.greedy_network
+        scores = self._readout(network, counts, {}, warm=False)[2]
+        return self.layout.greedy_actions(scores.double().cpu().view(len(counts), self.layout.num_pairs))
 
     def _readout(
         self, network: PolicyNetwork, counts: list[Counts], batches: dict[bool, Batch], warm: bool
@@ -232,6 +254,7 @@ class BatchedInContextAgent(Agent):
             **({"bootstrap": True} if self.bootstrap else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
+            **({"holdout": True} if self.holdout else {}),
             **(
                 {"greedy_checkpoint": str(self.greedy_checkpoint)}
                 if self.greedy_checkpoint is not None

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from rlfm.counts import Counts
-from rlfm.solve import ActionLayout, sparse_rows
+from rlfm.solve import ActionLayout, MDPArrays, sparse_rows
 
 RELATIVE_TOLERANCE = 1e-6  # ε above: the error allowed in V, relative to the value scale
 
@@ -110,3 +110,23 @@ class EmpiricalModel:
         rows = self.edge_sa.repeat(copies) + shift * R * SA
         cols = self.edge_next.repeat(copies) + shift * R * S
         return sparse_rows(rows, cols, weight.double(), (copies * R * SA, copies * R * S))
+
+    def arrays(self, gamma: float) -> MDPArrays:
+        """The R empirical MDPs (r̂, P̂) as one disjoint union for the exact solvers of :mod:`rlfm.solve`,
+        with certainty equivalence's conventions: an unvisited pair and every pair of a state seen to end an
+        episode earn 0 and lead nowhere (the episode ends there)."""
+        R, S, SA = self.runs, self.layout.num_states, self.layout.num_pairs
+        live = self.visited & ~self.terminal[:, self.layout.sa_state]  # (R, SA)
+        edge = live.reshape(-1)[self.edge_sa]
+        run = torch.arange(R)
+        return MDPArrays(
+            sa_state=(run[:, None] * S + self.layout.sa_state).reshape(-1),
+            edge_sa=self.edge_sa[edge],
+            edge_next=self.edge_next[edge],
+            prob=self.p_hat[edge],
+            reward=torch.where(live, self.mean_reward, 0.0).reshape(-1),
+            gamma=torch.full((R,), gamma, dtype=torch.float64),
+            state_graph=run.repeat_interleave(S),
+            sa_graph=run.repeat_interleave(SA),
+            num_states=R * S,
+        )

@@ -140,6 +140,15 @@ def build_parser() -> argparse.ArgumentParser:
         "from it, 0 where an untried pair is reachable) (default: off)",
     )
     parser.add_argument(
+        "--holdout",
+        action="store_const",
+        const=True,
+        default=None,
+        help="rlfm's greedy policy becomes certainty equivalence's where, on two halves of the data, each"
+        " half's policies valued on the other half's empirical model favour it and neither policy heads for"
+        " untried pairs (default: off)",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
     )
     parser.add_argument(
@@ -287,8 +296,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
         raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
-    if args.guard is not None and args.evidence is not None:
-        raise ValueError("--guard and --evidence are two readouts of rlfm's greedy policy: choose one")
+    if sum([args.guard is not None, args.evidence is not None, bool(args.holdout)]) > 1:
+        raise ValueError(
+            "--guard, --evidence and --holdout are three readouts of rlfm's greedy policy: choose one"
+        )
     if args.greedy_checkpoint is not None and args.evidence is not None:
         raise ValueError(
             "--evidence weighs the acting network's policy: it cannot read a --greedy-checkpoint"
@@ -359,6 +370,7 @@ RLFM_FLAGS = (
     "bootstrap",
     "guard",
     "evidence",
+    "holdout",
 )
 
 
