@@ -7,6 +7,8 @@
 - ``rlfm benchmark ...``: the online and offline evaluation protocols (``rlfm benchmark --help``).
 - ``rlfm compare BASE CANDIDATE``: a paired bootstrap over seeds of two benchmark runs (is one network better?),
   or of two groups of runs, one per training seed (is one recipe better?).
+- ``rlfm scorecard RUN [RUN ...]``: where rlfm stands against the best other agent, MDP by MDP (the quality
+  targets: at or above the best at every dataset size, fewest episodes, lowest regret).
 - ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
 - ``rlfm speed prior | model | inference``: data, training-step and prediction speed benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
@@ -27,6 +29,7 @@ COMMANDS = {
     "test": "score a checkpoint on the test MDPs (Lightning; --ckpt_path)",
     "benchmark": "run the online or offline protocol on benchmark suites or your own .npz MDPs",
     "compare": "paired bootstrap of two benchmark runs on the same seeds (BASE CANDIDATE; A,B for several)",
+    "scorecard": "rlfm against the best other agent per MDP, from benchmark runs (RUN [RUN ...])",
     "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
     "speed": "measure data, model and inference speed (prior | model | inference)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
@@ -86,6 +89,10 @@ def _rlfm_command(command: str, argv: list[str]) -> int:
         from rlfm.evaluation.compare import compare_main
 
         return compare_main(argv)
+    if command == "scorecard":
+        from rlfm.evaluation.scorecard import scorecard_main
+
+        return scorecard_main(argv)
     if command == "solve":
         from rlfm.environments import solve_main
 

@@ -13,6 +13,7 @@ from rlfm.evaluation.compare import compare, format_report
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge, run_online
 from rlfm.evaluation.report import bootstrap_ci, markdown_table, summarize_online
+from rlfm.evaluation.scorecard import scorecard_main
 from rlfm.evaluation.simulate import Scorer, Simulator
 from rlfm.solve import ActionLayout, normalized_value, optimal_values
 
@@ -423,3 +424,84 @@ def test_compare_command_on_real_runs(tmp_path, capsys):
     assert main(["compare", f"{out},{out}", str(out), "--agent", "ce"]) == 0
     assert "3 paired seeds × networks 2 vs 1" in capsys.readouterr().out
     assert main(["compare", str(out), str(tmp_path / "missing")]) == 2
+
+
+def _write(path, mode: str, records: list[dict], seed: int = 0):
+    protocol = {"episodes": 100} if mode == "online" else {"sizes": [16, 64]}
+    path.mkdir()
+    (path / "results.json").write_text(
+        json.dumps({"mode": mode, "protocol": protocol, "seeds": 2, "seed": seed, "results": records})
+    )
+    return str(path)
+
+
+def _offline(env: str, agent: str, size: int, values: list[float]) -> dict:
+    return {"env": env, "agent": agent, "dataset_size": size, "per_seed": values}
+
+
+def _online(env: str, agent: str, median, converged: int, regret: float, grid_regrets=()) -> dict:
+    grid = [{"cumulative_regret": r} for r in grid_regrets]
+    record = {"env": env, "agent": agent, "episodes_to_converge": median, "converged_seeds": converged}
+    return record | {"seeds": 2, "cumulative_regret": regret, "grid": grid}
+
+
+def test_the_offline_scorecard_compares_rlfm_with_the_best_other_agent_at_every_size(tmp_path, capsys):
+    rlfm = _write(
+        tmp_path / "rlfm",
+        "offline",
+        [
+            _offline("a", "rlfm", 16, [0.5, 0.7]),
+            _offline("a", "rlfm", 64, [0.9, 0.9]),
+            _offline("b", "rlfm", 16, [0.2, 0.2]),
+            _offline("b", "rlfm", 64, [0.5, 0.5]),
+        ],
+    )
+    baselines = _write(
+        tmp_path / "baselines",
+        "offline",
+        [_offline(env, "ce", 16, [0.1, 0.1]) for env in "ab"]
+        + [_offline("a", "ce", 64, [0.9, 0.9]), _offline("b", "ce", 64, [0.8, 0.8])]
+        + [_offline("a", "vi_lcb", 16, [0.6, 0.6]), _offline("b", "vi_lcb", 16, [0.0, 0.0])],
+    )
+    assert scorecard_main([rlfm, baselines, "--json", str(tmp_path / "card.json")]) == 0
+    out = capsys.readouterr().out
+    assert "at or above the best other agent at every size: 1 of 2" in out
+    assert "at or above CE at the largest size: 1 of 2" in out
+    rows = {r["env"]: r for r in json.loads((tmp_path / "card.json").read_text())["rows"]}
+    assert rows["a"]["every_size"] and rows["a"]["at_least_ce"]
+    assert not rows["b"]["every_size"] and rows["b"]["worst_size"] == 64
+    assert rows["b"]["worst_gap"] == pytest.approx(-0.3)
+
+
+def test_the_online_scorecard_counts_fewest_episodes_lowest_regret_and_convergence(tmp_path, capsys):
+    run = _write(
+        tmp_path / "run",
+        "online",
+        [
+            _online("a", "rlfm", 3.0, 2, 10.0),
+            _online(
+                "a", "ucbvi", 5.0, 2, 12.0, grid_regrets=(12.0, 8.0)
+            ),  # fewer regret elsewhere on its grid
+            _online("b", "rlfm", None, 0, 90.0),
+            _online("b", "psrl", 40.0, 1, 95.0),  # converges on half the seeds
+            _online("c", "rlfm", None, 0, 90.0),
+            _online("c", "psrl", None, 0, 95.0),  # nobody converges: a tie
+        ],
+    )
+    assert scorecard_main([run, "--json", str(tmp_path / "card.json")]) == 0
+    assert "fewest episodes: 2 of 3; lowest regret: 2 of 3; converges wherever" in capsys.readouterr().out
+    rows = {r["env"]: r for r in json.loads((tmp_path / "card.json").read_text())["rows"]}
+    assert rows["a"]["fewest"] and not rows["a"]["lowest_regret"]
+    assert not rows["b"]["fewest"] and rows["b"]["lowest_regret"] and not rows["b"]["converges"]
+    assert rows["c"]["fewest"] and rows["c"]["converges"]
+
+
+def test_the_scorecard_refuses_runs_on_other_seeds(tmp_path, capsys):
+    first = _write(tmp_path / "first", "offline", [_offline("a", "rlfm", 16, [0.5, 0.5])])
+    other = _write(tmp_path / "other", "offline", [_offline("a", "ce", 16, [0.5, 0.5])], seed=1)
+    with pytest.raises(SystemExit):
+        scorecard_main([first, other])
+    assert "differ in ['seed']" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        scorecard_main([first])
+    assert "no MDP has records" in capsys.readouterr().err
