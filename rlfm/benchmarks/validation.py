@@ -4,7 +4,7 @@ Everything that selects something for rlfm (the ``best-{step}`` checkpoint, the 
 acting temperature, prior weights) is judged on these and on fresh draws from the training prior, never on
 the ``reference`` or ``standard`` suites of ``rlfm benchmark``, which are for reporting only. They are of
 the same kinds as the reported benchmarks (grids, slippery lakes, chains, random MDPs, a cliff, a hub with
-rare-success doors) but of other sizes, layouts and parameters; the tests assert that no validation MDP
+rare-success doors, a deep sea) but of other sizes, layouts and parameters; the tests assert that no validation MDP
 equals a reported one.
 
 ``rlfm benchmark --suite validation`` runs the protocols on them (for tuning the agent's settings).
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
 
-from rlfm.benchmarks.classic import cliff_grid, garnet, nchain, walled_gridworld
+from rlfm.benchmarks.classic import cliff_grid, deepsea, garnet, nchain, walled_gridworld
 from rlfm.benchmarks.reference import frozenlake_style, gridworld
 from rlfm.mdp import TabularMDP
 from rlfm.prior.hubs import hub_and_rooms
@@ -64,6 +64,8 @@ VALIDATION: dict[str, Callable[[], TabularMDP]] = {
         0.95,
         "val_hub_4",
     ),
+    # a deep sea of depth 12 with its own labelling of "right": one path of 12 costly steps finds the reward
+    "val_deepsea_12": lambda: _renamed(deepsea(12, seed=1), "val_deepsea_12"),
 }
 """Builders by name; each call builds a fresh MDP."""
 
