@@ -49,6 +49,7 @@ import torch
 from torch import Tensor
 
 from rlfm.agents.certainty import CertaintyEquivalence
+from rlfm.agents.model_based import plan_once
 from rlfm.agents.optimistic import UCBVI
 from rlfm.agents.pessimistic import VILCB
 from rlfm.agents.planning import EmpiricalModel
@@ -66,11 +67,10 @@ def guarded_actions(
         raise ValueError(f"the guard's strength must be positive, got {strength}")
     model = EmpiricalModel.from_counts(counts, layout)
     unexplored = reaches_unvisited(model)  # (R, SA)
-    bounds = []
-    for planner in (UCBVI(c=strength, exploit="optimistic"), VILCB(c=strength)):
-        planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
-        bounds.append(planner.solve(model)[0])  # (R, SA)
-    upper, lower = bounds
+    upper, lower = (
+        plan_once(planner, model, gamma)  # (R, SA)
+        for planner in (UCBVI(c=strength, exploit="optimistic"), VILCB(c=strength))
+    )
     first = layout.action_ptr[:-1]
     safe, kept = first + layout.greedy_actions(lower), first + actions  # (R, S) pair indices
     sure = lower.gather(1, safe) > upper.gather(1, kept)
@@ -88,8 +88,7 @@ def evidence_scores(
         raise ValueError(f"the evidence strength must be positive, got {strength}")
     model = EmpiricalModel.from_counts(counts, layout)
     planner = CertaintyEquivalence()
-    planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
-    q = planner.solve(model)[0]  # (R, SA)
+    q = plan_once(planner, model, gamma)  # (R, SA)
     v_max = planner.value_bound(model)  # (R, 1)
     advantage = (q - layout.state_max(q)[:, layout.sa_state]) / v_max  # (R, SA), in [-1, 0]
     best = layout.action_ptr[:-1] + layout.greedy_actions(q)  # (R, S) pair indices

@@ -32,7 +32,7 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.agents.certainty import CertaintyEquivalence
-from rlfm.agents.model_based import TIE_TOLERANCE
+from rlfm.agents.model_based import TIE_TOLERANCE, plan_once
 from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel
 from rlfm.counts import Counts
 from rlfm.solve import ActionLayout, evaluate_policy
@@ -77,8 +77,7 @@ def ce_actions(counts: list[Counts], layout: ActionLayout, gamma: float) -> Tens
     tolerance, to the lowest action index)."""
     model = EmpiricalModel.from_counts(counts, layout)
     planner = CertaintyEquivalence()
-    planner.start(layout.num_actions, gamma, len(counts), torch.Generator().manual_seed(0))
-    q = planner.solve(model)[0]
+    q = plan_once(planner, model, gamma)
     return layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))
 
 

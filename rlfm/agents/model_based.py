@@ -92,3 +92,10 @@ class ModelBasedAgent(Agent):
     def value_bound(self, model: EmpiricalModel) -> Tensor:
         """(R, 1) V̂_max = r̂_max / (1 - γ) from the largest observed |reward|."""
         return (model.scale / (1.0 - self.gamma))[:, None]
+
+
+def plan_once(planner: ModelBasedAgent, model: EmpiricalModel, gamma: float) -> Tensor:
+    """(R, SA) the action values ``planner`` acts on for the R runs of ``model``, outside the protocols
+    (a fixed tie-break order, no warm start): for readouts that consult a baseline's plan."""
+    planner.start(model.layout.num_actions, gamma, model.runs, torch.Generator().manual_seed(0))
+    return planner.solve(model)[0]
