@@ -104,18 +104,23 @@ def reaches_unvisited(model: EmpiricalModel) -> Tensor:
     return fewest_visits_ahead(model) == 0
 
 
-def fewest_visits_ahead(model: EmpiricalModel) -> Tensor:
+def fewest_visits_ahead(model: EmpiricalModel, actions: Tensor | None = None) -> Tensor:
     """(R, SA) the fewest visits N among the pairs that can be reached from each pair along observed
     transitions (itself included; pairs of states seen to end an episode have nothing to try and count as
-    +∞). 0 where an untried pair is reachable.
+    +∞). 0 where an untried pair is reachable. With ``actions`` (R, S), only pairs reached by taking those
+    actions after the first step count (a policy's own path).
 
-    The fixed point of m(s, a) = min(N(s, a), min over observed successors s' of min_b m(s', b)), found by
-    at most S rounds of a scatter-min over the observed edges."""
+    The fixed point of m(s, a) = min(N(s, a), min over observed successors s' of min_b m(s', b)) (or of
+    m(s', π(s')) along a policy), found by at most S rounds of a scatter-min over the observed edges."""
     layout = model.layout
     base = torch.where(model.terminal[:, layout.sa_state], torch.inf, model.count)  # (R, SA)
+    pairs = None if actions is None else layout.action_ptr[:-1] + actions  # (R, S)
     fewest = base
     for _ in range(layout.num_states):
-        state_fewest = layout.padded(fewest, fill=torch.inf).amin(dim=-1).reshape(-1)  # (R·S,)
+        if pairs is None:
+            state_fewest = layout.padded(fewest, fill=torch.inf).amin(dim=-1).reshape(-1)  # (R·S,)
+        else:
+            state_fewest = fewest.gather(1, pairs).reshape(-1)
         ahead = torch.full_like(base.reshape(-1), torch.inf)
         ahead.scatter_reduce_(0, model.edge_sa, state_fewest[model.edge_next], reduce="amin")
         grown = torch.minimum(base, ahead.view_as(base))

@@ -32,6 +32,7 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.agents.certainty import CertaintyEquivalence
+from rlfm.agents.guard import fewest_visits_ahead
 from rlfm.agents.model_based import TIE_TOLERANCE, plan_once
 from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel
 from rlfm.counts import Counts
@@ -83,23 +84,9 @@ def ce_actions(counts: list[Counts], layout: ActionLayout, gamma: float) -> Tens
 
 def reaches_untried(model: EmpiricalModel, actions: Tensor) -> Tensor:
     """(R, S) the states from which following ``actions`` (R, S) along observed transitions reaches a pair
-    never tried, of a state not seen to end an episode (the state's own chosen pair included).
-
-    The fixed point of u(s) = [N(s, π(s)) = 0 and s not terminal] or u(s') for some observed successor s'
-    of (s, π(s)), by at most S rounds of a scatter over the observed edges."""
-    layout = model.layout
-    R, S, SA = model.runs, layout.num_states, layout.num_pairs
-    pairs = layout.action_ptr[:-1] + actions  # (R, S) pair index of each state's action
-    untried = (~model.visited & ~model.terminal[:, layout.sa_state]).gather(1, pairs)  # (R, S)
-    reached = untried
-    for _ in range(S):
-        ahead = torch.zeros(R * SA, dtype=torch.float64)
-        ahead.scatter_reduce_(0, model.edge_sa, reached.reshape(-1)[model.edge_next].double(), reduce="amax")
-        grown = untried | (ahead.view(R, SA).gather(1, pairs) > 0)
-        if torch.equal(grown, reached):
-            break
-        reached = grown
-    return reached
+    never tried, of a state not seen to end an episode (the state's own chosen pair included)."""
+    pairs = model.layout.action_ptr[:-1] + actions
+    return fewest_visits_ahead(model, actions).gather(1, pairs) == 0
 
 
 def _state_visits(model: EmpiricalModel) -> Tensor:
