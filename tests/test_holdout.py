@@ -60,7 +60,7 @@ def test_a_policy_reaches_untried_pairs_only_along_its_own_actions():
 def test_held_out_data_replace_a_worse_network_policy_by_certainty_equivalence():
     counts = two_rooms()
     layout = ActionLayout(counts.num_actions)
-    assert ce_actions([counts], layout, GAMMA).tolist() == [[0, 0, 0]]
+    assert ce_actions(EmpiricalModel.from_counts([counts], layout), GAMMA).tolist() == [[0, 0, 0]]
     worse = torch.tensor([[1, 0, 0]])  # heads for the room that pays 0.1
     chosen = holdout_actions(
         network([1, 0, 0]), worse, [counts], layout, GAMMA, torch.Generator().manual_seed(0)

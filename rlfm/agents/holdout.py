@@ -56,14 +56,14 @@ def holdout_actions(
     parts = [h[0] for h in halves] + [h[1] for h in halves]  # fold k = 0, 1 (2R,)
     held_out = [h[1] for h in halves] + [h[0] for h in halves]
     network = network_actions(parts)  # (2R, S)
-    planned = ce_actions(counts + parts, layout, gamma)  # (3R, S)
-    ce_full, ce_parts = planned[:runs], planned[runs:]
+    model = EmpiricalModel.from_counts(counts, layout)
+    ce_full = ce_actions(model, gamma)  # (R, S)
+    ce_parts = ce_actions(EmpiricalModel.from_counts(parts, layout), gamma)  # (2R, S)
 
     judge = EmpiricalModel.from_counts(held_out, layout).arrays(gamma)
     policies = torch.stack([layout.one_hot(network), layout.one_hot(ce_parts)]).reshape(2, -1)
     values = evaluate_policy(judge, policies).reshape(2, 2, runs, layout.num_states)  # (policy, fold, R, S)
-    model = EmpiricalModel.from_counts(counts, layout)
-    visits = _state_visits(model)  # (R, S)
+    visits = layout.padded(model.count, fill=0.0).sum(dim=-1)  # (R, S) N(s) = Σ_a N(s, a)
     score = (values * (visits / visits.sum(dim=1, keepdim=True).clamp(min=1.0))).sum(dim=-1)  # (2, 2, R)
     gain = (score[1] - score[0]).sum(dim=0)  # (R,)
     tolerance = RELATIVE_TOLERANCE * model.scale / (1.0 - gamma)
@@ -73,13 +73,12 @@ def holdout_actions(
     return torch.where(switch[:, None], ce_full, actions)
 
 
-def ce_actions(counts: list[Counts], layout: ActionLayout, gamma: float) -> Tensor:
-    """(R, S) certainty equivalence's greedy actions on each of the R ``counts`` (ties, within the CE agent's
-    tolerance, to the lowest action index)."""
-    model = EmpiricalModel.from_counts(counts, layout)
+def ce_actions(model: EmpiricalModel, gamma: float) -> Tensor:
+    """(R, S) certainty equivalence's greedy actions in each of the R runs of ``model`` (ties, within the CE
+    agent's tolerance, to the lowest action index)."""
     planner = CertaintyEquivalence()
     q = plan_once(planner, model, gamma)
-    return layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))
+    return model.layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))
 
 
 def reaches_untried(model: EmpiricalModel, actions: Tensor) -> Tensor:
@@ -87,11 +86,3 @@ def reaches_untried(model: EmpiricalModel, actions: Tensor) -> Tensor:
     never tried, of a state not seen to end an episode (the state's own chosen pair included)."""
     pairs = model.layout.action_ptr[:-1] + actions
     return fewest_visits_ahead(model, actions).gather(1, pairs) == 0
-
-
-def _state_visits(model: EmpiricalModel) -> Tensor:
-    """(R, S) visits N(s) = Σ_a N(s, a) of each state."""
-    layout = model.layout
-    return torch.zeros(model.runs, layout.num_states, dtype=torch.float64).index_add_(
-        1, layout.sa_state, model.count
-    )
