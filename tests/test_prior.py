@@ -71,6 +71,29 @@ def test_structured_families_have_their_defining_features():
     assert bandit.num_states == 1 and bandit.reward_noise >= 0
 
 
+def test_shortest_path_grids_pay_only_by_ending_the_episode():
+    from rlfm.prior.gridworld import GridWorldPrior
+
+    plain, shortest = GridWorldPrior(), GridWorldPrior(shortest_path=1.0)
+    for seed in range(20):
+        a = plain.sample(torch.Generator().manual_seed(seed), gamma=0.95)
+        b = shortest.sample(torch.Generator().manual_seed(seed), gamma=0.95)
+        assert a.reward.max() > 0  # a goal pays 1
+        pays = b.reward.view(-1, 4)  # (S, 4)
+        assert (pays[~b.terminal] < 0).all()  # every step costs, entering a goal included
+        assert b.terminal.any()  # goals (and absorbing traps) end the episode
+        _q, v = optimal_values(b)
+        assert float(start_values(b, v)) > float(b.reward.min()) / (1 - b.gamma)  # heads for a goal
+    # with the option off the stream is untouched: the shipped prior's draws are unchanged
+    a = GridWorldPrior().sample(torch.Generator().manual_seed(5), gamma=0.9)
+    b = GridWorldPrior(shortest_path=0.0).sample(torch.Generator().manual_seed(5), gamma=0.9)
+    assert torch.equal(a.reward, b.reward)
+    with pytest.raises(ValueError, match="shortest_path must be a probability"):
+        GridWorldPrior(shortest_path=1.5)
+    with pytest.raises(ValueError, match="positive costs"):
+        GridWorldPrior(shortest_path_cost=(0.0, 0.1))
+
+
 def test_hub_doors_open_rarely_and_the_rarest_can_hide_the_best_room():
     prior = Prior(weights={"hub": 1.0})
     rare_and_best = 0

@@ -4,6 +4,11 @@ Cells are states (walls are not); four moves (up, down, left, right) that stay i
 or against a wall. With probability ``slip`` a move goes to one of the two perpendicular directions
 instead. Each step costs c; entering a goal pays 1 and ends the episode (the goal is absorbing); entering
 a trap costs up to 1 and, for absorbing traps, ends it; entering a distractor pays a small reward.
+
+A *shortest-path* grid (drawn with probability ``shortest_path``) pays nothing at its goals and has no
+distractor: every step costs,
+so the only good thing is to end the episode soon, as in CliffWalking. In reward units normalised by the
+largest |reward|, a step there costs from a few hundredths (beside a trap) to the whole scale (no trap).
 """
 
 from __future__ import annotations
@@ -32,6 +37,9 @@ class GridWorldPrior:
         trap_density: range of the fraction of cells that are traps.
         max_goals: at most this many goals (at least one).
         distractor: probability that a grid has a small-reward distractor cell.
+        shortest_path: probability that a grid's goals pay nothing and its step cost is drawn from
+            ``shortest_path_cost`` instead (reaching a goal only stops the costs).
+        shortest_path_cost: range of the step cost of shortest-path grids (positive).
     """
 
     min_side: int = 2
@@ -42,6 +50,17 @@ class GridWorldPrior:
     trap_density: tuple[float, float] = (0.0, 0.15)
     max_goals: int = 2
     distractor: float = 0.3
+    shortest_path: float = 0.0
+    shortest_path_cost: tuple[float, float] = (0.01, 0.2)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.shortest_path <= 1.0:
+            raise ValueError(f"shortest_path must be a probability, got {self.shortest_path}")
+        low, high = self.shortest_path_cost
+        if not 0.0 < low <= high:
+            raise ValueError(
+                f"shortest_path_cost must be a range of positive costs, got {self.shortest_path_cost}"
+            )
 
     def sample(self, generator: Generator, gamma: float) -> TabularMDP:
         H, W = (
@@ -66,13 +85,16 @@ class GridWorldPrior:
         S = int(free.sum())
         enter_reward = torch.zeros(S, dtype=torch.float64)
         terminal = torch.zeros(S, dtype=torch.bool)
-        enter_reward[state_of_cell[goals]] = 1.0
+        shortest_path = self.shortest_path > 0 and bool(bernoulli(self.shortest_path, generator))
+        enter_reward[state_of_cell[goals]] = 0.0 if shortest_path else 1.0
         terminal[state_of_cell[goals]] = True
         trap_states = state_of_cell[traps]
         enter_reward[trap_states] = -uniform(0.2, 1.0, generator, (num_traps,))
         terminal[trap_states] = bernoulli(0.5, generator, (num_traps,))
         if num_traps + 1 < rest.numel() and bernoulli(self.distractor, generator):
-            enter_reward[state_of_cell[rest[-1]]] = uniform(0.02, 0.2, generator)
+            bait = uniform(0.02, 0.2, generator)
+            if not shortest_path:  # (drawn either way: the rest of the stream stays the same)
+                enter_reward[state_of_cell[rest[-1]]] = bait
 
         cell = torch.nonzero(free).squeeze(1)  # (S,) cell of each state
         target = self._move_targets(cell, H, W, free)  # (S, 4) cell reached by each move
@@ -81,7 +103,7 @@ class GridWorldPrior:
         prob = torch.tensor([1.0 - slip] * 4 + [slip / 2] * 8, dtype=torch.float64).expand(S, 12)
         sa = (torch.arange(S)[:, None] * 4 + torch.arange(4).repeat(3)[None, :]).expand(S, 12)
         next_state = state_of_cell[outcome]
-        cost = float(uniform(*self.step_cost, generator))
+        cost = float(uniform(*(self.shortest_path_cost if shortest_path else self.step_cost), generator))
         reward = -cost + torch.zeros(S * 4, dtype=torch.float64).index_add_(
             0, sa.reshape(-1), (prob * enter_reward[next_state]).reshape(-1)
         )
