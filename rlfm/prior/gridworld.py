@@ -6,9 +6,9 @@ instead. Each step costs c; entering a goal pays 1 and ends the episode (the goa
 a trap costs up to 1 and, for absorbing traps, ends it; entering a distractor pays a small reward.
 
 A *shortest-path* grid (drawn with probability ``shortest_path``) pays nothing at its goals and has no
-distractor: every step costs,
-so the only good thing is to end the episode soon, as in CliffWalking. In reward units normalised by the
-largest |reward|, a step there costs from a few hundredths (beside a trap) to the whole scale (no trap).
+distractor: every step costs, so the only good thing is to end the episode soon, as in CliffWalking. In
+reward units normalised by the largest |reward|, a step there costs from a hundredth (beside a trap that
+costs 1) to the whole scale (no trap).
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ class GridWorldPrior:
         terminal[trap_states] = bernoulli(0.5, generator, (num_traps,))
         if num_traps + 1 < rest.numel() and bernoulli(self.distractor, generator):
             bait = uniform(0.02, 0.2, generator)
-            if not shortest_path:  # (drawn either way: the rest of the stream stays the same)
+            if not shortest_path:  # drawn either way, so that later draws do not depend on the kind
                 enter_reward[state_of_cell[rest[-1]]] = bait
 
         cell = torch.nonzero(free).squeeze(1)  # (S,) cell of each state
