@@ -84,9 +84,9 @@ def test_shortest_path_grids_pay_only_by_ending_the_episode():
         assert b.terminal.any()  # goals (and absorbing traps) end the episode
         _q, v = optimal_values(b)
         assert float(start_values(b, v)) > float(b.reward.min()) / (1 - b.gamma)  # heads for a goal
-    # with the option off the stream is untouched: the shipped prior's draws are unchanged
+    # off (the default), the option draws nothing and reads nothing: the grids do not depend on its settings
     a = GridWorldPrior().sample(torch.Generator().manual_seed(5), gamma=0.9)
-    b = GridWorldPrior(shortest_path=0.0).sample(torch.Generator().manual_seed(5), gamma=0.9)
+    b = GridWorldPrior(shortest_path_cost=(0.5, 0.9)).sample(torch.Generator().manual_seed(5), gamma=0.9)
     assert torch.equal(a.reward, b.reward)
     with pytest.raises(ValueError, match="shortest_path must be a probability"):
         GridWorldPrior(shortest_path=1.5)
