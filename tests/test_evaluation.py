@@ -299,6 +299,9 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--episode-commit", ["--agents", "ce", "--episode-commit"]),
         ("--bootstrap", ["--mode", "offline", "--agents", "rlfm", "--bootstrap"]),
         ("--episode-commit", ["--mode", "offline", "--agents", "rlfm", "--episode-commit"]),
+        ("--untried-bonus", ["--agents", "rlfm", "--untried-bonus", "0"]),
+        ("--untried-bonus", ["--agents", "ce", "--untried-bonus", "1"]),
+        ("--untried-bonus", ["--mode", "offline", "--agents", "rlfm", "--untried-bonus", "1"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),
     ):

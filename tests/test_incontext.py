@@ -84,6 +84,24 @@ def test_a_bootstrapped_agent_acts_on_resampled_counts_and_reads_greedy_from_the
     assert booted.hyperparameters()["bootstrap"] is True
 
 
+def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy_policy():
+    mdp = gridworld(3)  # state 0 has tried up, down and left, never right (3)
+    data = Counts.empty_like(mdp).update([0, 0, 0, 1], [0, 1, 2, 3], 0.0, [0, 3, 0, 2])
+    bonus, plain = small_agent(untried_bonus=20.0), small_agent()
+    for agent in (bonus, plain):
+        agent.start(mdp.num_actions, mdp.gamma, runs=200, generator=torch.Generator().manual_seed(1))
+        agent.plan([data] * 200)
+    at_start = torch.zeros(200, dtype=torch.long)
+    assert set(bonus.act(at_start).tolist()) == {3}  # e^20 times as likely as each tried action
+    assert len(set(plain.act(at_start).tolist())) > 1
+    at_one = torch.ones(200, dtype=torch.long)  # state 1 tried only "right": the other three share the bonus
+    assert set(bonus.act(at_one).tolist()) == {0, 1, 2}
+    assert torch.equal(bonus.greedy_policy(), plain.greedy_policy())
+    assert bonus.hyperparameters()["untried_bonus"] == 20.0
+    with pytest.raises(ValueError, match="untried_bonus"):
+        small_agent(untried_bonus=0.0)
+
+
 def test_adaptive_depth_is_used_by_default():
     mdp = gridworld(3)
     agent = small_agent(max_layers=7)

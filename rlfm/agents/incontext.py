@@ -69,6 +69,10 @@ class BatchedInContextAgent(Agent):
         episode_commit: draw one action per state from π^(1/T) when each episode starts and follow those
             actions through the episode (a deterministic policy sampled per episode, as posterior sampling
             commits to one sampled MDP), instead of drawing a fresh action at every step.
+        untried_bonus: β > 0 adds β to the sampling logits (after dividing by T) of every action not yet
+            tried in its state, a ∝ π_θ(a | s, D)^{1/T} e^{β [N(s, a) = 0]}, so each state's untried actions
+            are drawn e^β times as often as the network alone would (the counts as of the last plan). None:
+            the network alone. The greedy policy is unchanged.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -89,6 +93,7 @@ class BatchedInContextAgent(Agent):
         replan_growth: float | None = None,
         episode_commit: bool = False,
         bootstrap: bool = False,
+        untried_bonus: float | None = None,
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
@@ -99,6 +104,8 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
+        if untried_bonus is not None and not (math.isfinite(untried_bonus) and untried_bonus > 0):
+            raise ValueError(f"untried_bonus must be a positive number or None, got {untried_bonus}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
@@ -125,6 +132,7 @@ class BatchedInContextAgent(Agent):
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
+        self.untried_bonus = untried_bonus
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -147,6 +155,7 @@ class BatchedInContextAgent(Agent):
         # transitions at each run's last plan (-1: never planned)
         self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
         self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
+        self.untried: Tensor | None = None  # [R, SA] pairs never tried at the last plan (untried_bonus)
 
     def due(self, observed: Tensor) -> Tensor:
         """(R,) runs to plan now, given each run's transitions ``observed`` (R,): every run, or with
@@ -165,6 +174,8 @@ class BatchedInContextAgent(Agent):
             self.planned_at[runs] = observed[runs]
             self.plans[runs] += 1
             self._plan_runs(runs, [counts[r] for r in runs.tolist()])
+        if self.untried_bonus is not None:
+            self.untried = torch.stack([c.sa_count == 0 for c in counts])
         if self.episode_commit:
             self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
@@ -231,7 +242,10 @@ class BatchedInContextAgent(Agent):
 
     def _sample(self, states: Tensor) -> Tensor:
         """(R, k) actions drawn from π^(1/T) of each run's states ``states`` (R, k), independently."""
-        scaled = self.layout.padded(self.logits / self.temperature)  # [R, S, A_max], -inf where no action
+        logits = self.logits / self.temperature
+        if self.untried is not None:
+            logits = logits + self.untried_bonus * self.untried
+        scaled = self.layout.padded(logits)  # [R, S, A_max], -inf where no action
         rows = scaled[torch.arange(states.shape[0]).unsqueeze(1), states]  # [R, k, A_max]
         probs = torch.softmax(rows, dim=-1).flatten(0, 1)
         return torch.multinomial(probs, 1, generator=self.generator).view(states.shape)
@@ -252,6 +266,7 @@ class BatchedInContextAgent(Agent):
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
             **({"episode_commit": True} if self.episode_commit else {}),
             **({"bootstrap": True} if self.bootstrap else {}),
+            **({"untried_bonus": self.untried_bonus} if self.untried_bonus is not None else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),

@@ -122,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
         " before each episode (the greedy policy stays the plan on the counts)",
     )
     parser.add_argument(
+        "--untried-bonus",
+        type=float,
+        default=None,
+        metavar="BETA",
+        help="online: rlfm draws each state's untried actions e^BETA times as often as its network alone"
+        " would (BETA > 0 added to their sampling logits; default: off)",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -292,6 +300,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
     if args.replan_growth is not None and not (math.isfinite(args.replan_growth) and args.replan_growth > 0):
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
+    if args.untried_bonus is not None and not (math.isfinite(args.untried_bonus) and args.untried_bonus > 0):
+        raise ValueError(f"--untried-bonus must be a positive finite number, got {args.untried_bonus}")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
@@ -308,7 +318,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    for flag in ("episode_commit", "bootstrap"):
+    for flag in ("episode_commit", "bootstrap", "untried_bonus"):
         if getattr(args, flag) is not None and args.mode != "online":
             raise ValueError(
                 f"--{flag.replace('_', '-')} belongs to the online protocol (offline, rlfm does not act)"
@@ -368,6 +378,7 @@ RLFM_FLAGS = (
     "replan_growth",
     "episode_commit",
     "bootstrap",
+    "untried_bonus",
     "guard",
     "evidence",
     "holdout",
