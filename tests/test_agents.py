@@ -7,7 +7,7 @@ import rlfm.agents
 from rlfm.agents import CLASSICAL, agent_class, agent_names, make_agent
 from rlfm.agents.base import per_run
 from rlfm.agents.guard import evidence_scores, guarded_actions, reaches_unvisited
-from rlfm.agents.planning import EmpiricalModel
+from rlfm.agents.planning import EmpiricalModel, untried_reach
 from rlfm.benchmarks import get_benchmark
 from rlfm.counts import Counts
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets, run_offline
@@ -304,6 +304,24 @@ def test_pairs_of_terminal_states_are_not_unexplored():
     complete = EmpiricalModel.from_counts([exact_counts(mdp, visits=3)], layout)
     assert not reaches_unvisited(complete).any()
     assert reaches_unvisited(EmpiricalModel.from_counts([Counts.empty_like(mdp)], layout)).all()
+
+
+def test_untried_reach_is_the_discount_to_the_power_of_the_steps_to_the_nearest_untried_pair():
+    # a path 0 → 1 → 2 → 3 by action 1; action 0 tried only in state 2 (it stays), nothing in state 3;
+    # state 4 was seen to end an episode
+    counts = Counts.empty([2, 2, 2, 2, 2]).update(
+        [0, 1, 2, 2, 1], [1, 1, 1, 0, 1], 0.0, [1, 2, 3, 2, 4], [0, 0, 0, 0, 1]
+    )
+    model = EmpiricalModel.from_counts([counts], ActionLayout(counts.num_actions))
+    reach = untried_reach(model, 0.5)[0].view(5, 2)  # (state, action)
+    # state 0's action 1 leads to state 1, whose action 0 is untried: 0.5; state 1's action 1 led once to 2
+    # (best 0.5) and once to the terminal 4: 0.5 · (0.5 · 0.5 + 0.5 · 0); state 2's action 0 stays: 0.5 · 0.5
+    expected = torch.tensor([[1.0, 0.5], [1.0, 0.125], [0.25, 0.5], [1.0, 1.0], [0.0, 0.0]])
+    torch.testing.assert_close(reach, expected.double())
+    untried = untried_reach(model, 0.0)[0].view(5, 2)
+    assert torch.equal(untried, (expected == 1.0).double())
+    with pytest.raises(ValueError, match="discount"):
+        untried_reach(model, 1.0)
 
 
 # ------------------------------------------------------------------------------------ evidence readout

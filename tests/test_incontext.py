@@ -3,6 +3,7 @@ import torch
 
 from rlfm.agents import make_agent
 from rlfm.agents.incontext import BatchedInContextAgent
+from rlfm.agents.planning import EmpiricalModel, untried_reach
 from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
@@ -10,7 +11,7 @@ from rlfm.interactive import InContextAgent
 from rlfm.mdp import TabularMDP
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import PACKAGED_CHECKPOINT, export, load_network, predict_policy
-from rlfm.solve import normalized_value
+from rlfm.solve import ActionLayout, normalized_value
 from rlfm.speed.inference import greedy_path, grid_counts
 
 
@@ -100,6 +101,13 @@ def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy
     assert bonus.hyperparameters()["untried_bonus"] == 20.0
     with pytest.raises(ValueError, match="untried_bonus"):
         small_agent(untried_bonus=0.0)
+    steered = small_agent(untried_bonus=1.0, untried_discount=0.5)  # the bonus also lies on the way there
+    steered.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+    steered.plan([data] * 2)
+    model = EmpiricalModel.from_counts([data] * 2, ActionLayout(mdp.num_actions))
+    assert torch.equal(steered.untried, untried_reach(model, 0.5))
+    assert steered.untried[0, 1] == 0.5  # state 0's "down" led to state 3, which has untried actions
+    assert steered.hyperparameters()["untried_discount"] == 0.5
 
 
 def test_adaptive_depth_is_used_by_default():

@@ -29,6 +29,7 @@ from torch_geometric.data import Batch
 from rlfm.agents.base import Agent
 from rlfm.agents.guard import evidence_scores, guarded_actions
 from rlfm.agents.holdout import holdout_actions
+from rlfm.agents.planning import EmpiricalModel, untried_reach
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
@@ -69,10 +70,13 @@ class BatchedInContextAgent(Agent):
         episode_commit: draw one action per state from π^(1/T) when each episode starts and follow those
             actions through the episode (a deterministic policy sampled per episode, as posterior sampling
             commits to one sampled MDP), instead of drawing a fresh action at every step.
-        untried_bonus: β > 0 adds β to the sampling logits (after dividing by T) of every action not yet
-            tried in its state, a ∝ π_θ(a | s, D)^{1/T} e^{β [N(s, a) = 0]}, so each state's untried actions
-            are drawn e^β times as often as the network alone would (the counts as of the last plan). None:
+        untried_bonus: β > 0 adds β U(s, a) to the sampling logits (after dividing by T), U the reach of
+            untried pairs (:func:`rlfm.agents.planning.untried_reach`, from the counts of the last plan):
+            a ∝ π_θ(a | s, D)^{1/T} e^{β U(s, a)}. With ``untried_discount`` δ = 0, U marks the untried pairs
+            alone (each drawn e^β times as often as the network alone would); with δ > 0 it is δ^d for a
+            pair d steps from the nearest untried one, so the bonus also steers toward the unexplored. None:
             the network alone. The greedy policy is unchanged.
+        untried_discount: δ ∈ [0, 1) of ``untried_bonus``.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -94,6 +98,7 @@ class BatchedInContextAgent(Agent):
         episode_commit: bool = False,
         bootstrap: bool = False,
         untried_bonus: float | None = None,
+        untried_discount: float = 0.0,
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
@@ -106,6 +111,8 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
         if untried_bonus is not None and not (math.isfinite(untried_bonus) and untried_bonus > 0):
             raise ValueError(f"untried_bonus must be a positive number or None, got {untried_bonus}")
+        if not 0.0 <= untried_discount < 1.0:
+            raise ValueError(f"untried_discount must be in [0, 1), got {untried_discount}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
@@ -133,6 +140,7 @@ class BatchedInContextAgent(Agent):
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
         self.untried_bonus = untried_bonus
+        self.untried_discount = float(untried_discount)
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -155,7 +163,7 @@ class BatchedInContextAgent(Agent):
         # transitions at each run's last plan (-1: never planned)
         self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
         self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
-        self.untried: Tensor | None = None  # [R, SA] pairs never tried at the last plan (untried_bonus)
+        self.untried: Tensor | None = None  # [R, SA] U of untried_bonus at the last plan
 
     def due(self, observed: Tensor) -> Tensor:
         """(R,) runs to plan now, given each run's transitions ``observed`` (R,): every run, or with
@@ -175,7 +183,8 @@ class BatchedInContextAgent(Agent):
             self.plans[runs] += 1
             self._plan_runs(runs, [counts[r] for r in runs.tolist()])
         if self.untried_bonus is not None:
-            self.untried = torch.stack([c.sa_count == 0 for c in counts])
+            model = EmpiricalModel.from_counts(counts, self.layout)
+            self.untried = untried_reach(model, self.untried_discount)
         if self.episode_commit:
             self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
@@ -267,6 +276,7 @@ class BatchedInContextAgent(Agent):
             **({"episode_commit": True} if self.episode_commit else {}),
             **({"bootstrap": True} if self.bootstrap else {}),
             **({"untried_bonus": self.untried_bonus} if self.untried_bonus is not None else {}),
+            **({"untried_discount": self.untried_discount} if self.untried_discount > 0 else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from rlfm.counts import Counts
-from rlfm.solve import ActionLayout, MDPArrays, sparse_rows
+from rlfm.solve import ActionLayout, MDPArrays, expectation, sparse_rows, stopping_threshold, value_iteration
 
 RELATIVE_TOLERANCE = 1e-6  # ε above: the error allowed in V, relative to the value scale
 
@@ -130,3 +130,29 @@ class EmpiricalModel:
             sa_graph=run.repeat_interleave(SA),
             num_states=R * S,
         )
+
+
+def untried_reach(model: EmpiricalModel, discount: float) -> Tensor:
+    r"""(R, SA) how near each pair leads to a pair never tried, along the observed transitions:
+
+    .. math::
+        U(s, a) = 1 \text{ if } N(s, a) = 0, \qquad
+        U(s, a) = \delta \textstyle\sum_{s'} \hat P(s' \mid s, a) \max_b U(s', b) \text{ otherwise},
+
+    0 at states seen to end an episode (nothing is left to try there). It is δ^d for a pair d steps of a
+    deterministic path away from the nearest untried pair (R-max's exploration value with reward 1 on
+    untried pairs and discount δ = ``discount`` ∈ [0, 1)); δ = 0 marks the untried pairs alone."""
+    if not 0.0 <= discount < 1.0:
+        raise ValueError(f"discount must be in [0, 1), got {discount}")
+    live = ~model.terminal[:, model.layout.sa_state]  # (R, SA)
+    untried = (~model.visited & live).double()
+    if discount == 0.0:
+        return untried
+    P = model.matrix(model.p_hat)
+
+    def backup(values: Tensor) -> Tensor:
+        return torch.where(model.visited, discount * expectation(P, values), untried)
+
+    threshold = stopping_threshold(1.0, discount, RELATIVE_TOLERANCE)
+    q, _ = value_iteration(backup, model.layout, threshold, terminal=model.terminal)
+    return torch.where(live, q, 0.0)

@@ -130,6 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
         " would (BETA > 0 added to their sampling logits; default: off)",
     )
     parser.add_argument(
+        "--untried-discount",
+        type=float,
+        default=None,
+        metavar="DELTA",
+        help="online, with --untried-bonus: the bonus becomes BETA * DELTA^d for a pair d steps (along observed"
+        " transitions) from the nearest untried pair, steering toward the unexplored (default: 0, untried"
+        " pairs alone)",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -302,6 +311,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
     if args.untried_bonus is not None and not (math.isfinite(args.untried_bonus) and args.untried_bonus > 0):
         raise ValueError(f"--untried-bonus must be a positive finite number, got {args.untried_bonus}")
+    if args.untried_discount is not None:
+        if args.untried_bonus is None:
+            raise ValueError("--untried-discount shapes --untried-bonus: give both")
+        if not 0.0 <= args.untried_discount < 1.0:
+            raise ValueError(f"--untried-discount must be in [0, 1), got {args.untried_discount}")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
@@ -318,7 +332,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    for flag in ("episode_commit", "bootstrap", "untried_bonus"):
+    for flag in ("episode_commit", "bootstrap", "untried_bonus", "untried_discount"):
         if getattr(args, flag) is not None and args.mode != "online":
             raise ValueError(
                 f"--{flag.replace('_', '-')} belongs to the online protocol (offline, rlfm does not act)"
@@ -379,6 +393,7 @@ RLFM_FLAGS = (
     "episode_commit",
     "bootstrap",
     "untried_bonus",
+    "untried_discount",
     "guard",
     "evidence",
     "holdout",
