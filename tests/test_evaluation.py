@@ -303,6 +303,7 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--untried-bonus", ["--agents", "ce", "--untried-bonus", "1"]),
         ("--untried-bonus", ["--mode", "offline", "--agents", "rlfm", "--untried-bonus", "1"]),
         ("--untried-discount", ["--agents", "rlfm", "--untried-discount", "0.5"]),
+        ("--untried-relative", ["--agents", "rlfm", "--untried-relative"]),
         ("--untried-discount", ["--agents", "rlfm", "--untried-bonus", "1", "--untried-discount", "1"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),

@@ -108,6 +108,14 @@ def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy
     assert torch.equal(steered.untried, untried_reach(model, 0.5))
     assert steered.untried[0, 1] == 0.5  # state 0's "down" led to state 3, which has untried actions
     assert steered.hyperparameters()["untried_discount"] == 0.5
+    relative = small_agent(untried_bonus=1.0, untried_discount=0.5, untried_relative=True)
+    relative.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+    relative.plan([data] * 2)
+    largest = relative.layout.state_max(steered.untried)[:, relative.layout.sa_state]
+    torch.testing.assert_close(
+        relative.untried, steered.untried / largest
+    )  # every state reaches an untried pair
+    assert torch.equal(relative.layout.state_max(relative.untried), torch.ones(2, mdp.num_states).double())
 
 
 def test_adaptive_depth_is_used_by_default():

@@ -77,6 +77,9 @@ class BatchedInContextAgent(Agent):
             pair d steps from the nearest untried one, so the bonus also steers toward the unexplored. None:
             the network alone. The greedy policy is unchanged.
         untried_discount: δ ∈ [0, 1) of ``untried_bonus``.
+        untried_relative: divide U by its largest value among the state's actions (0 where no untried
+            pair can be reached), so the action on the shortest route to the unexplored gets β and one on a
+            route k steps longer β δ^k, however far away the untried pairs are.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -99,6 +102,7 @@ class BatchedInContextAgent(Agent):
         bootstrap: bool = False,
         untried_bonus: float | None = None,
         untried_discount: float = 0.0,
+        untried_relative: bool = False,
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
@@ -141,6 +145,7 @@ class BatchedInContextAgent(Agent):
         self.bootstrap = bool(bootstrap)
         self.untried_bonus = untried_bonus
         self.untried_discount = float(untried_discount)
+        self.untried_relative = bool(untried_relative)
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -185,6 +190,9 @@ class BatchedInContextAgent(Agent):
         if self.untried_bonus is not None:
             model = EmpiricalModel.from_counts(counts, self.layout)
             self.untried = untried_reach(model, self.untried_discount)
+            if self.untried_relative:
+                largest = self.layout.state_max(self.untried)[:, self.layout.sa_state]  # (R, SA)
+                self.untried = torch.where(largest > 0, self.untried / largest.clamp(min=1e-300), 0.0)
         if self.episode_commit:
             self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
@@ -277,6 +285,7 @@ class BatchedInContextAgent(Agent):
             **({"bootstrap": True} if self.bootstrap else {}),
             **({"untried_bonus": self.untried_bonus} if self.untried_bonus is not None else {}),
             **({"untried_discount": self.untried_discount} if self.untried_discount > 0 else {}),
+            **({"untried_relative": True} if self.untried_relative else {}),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),

@@ -139,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
         " pairs alone)",
     )
     parser.add_argument(
+        "--untried-relative",
+        action="store_const",
+        const=True,
+        default=None,
+        help="online, with --untried-bonus: divide each state's bonus by its largest, so the shortest route to"
+        " the unexplored gets BETA and a route k steps longer BETA * DELTA^k, however far away",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -316,6 +324,8 @@ def _check_flags(args: argparse.Namespace) -> None:
             raise ValueError("--untried-discount shapes --untried-bonus: give both")
         if not 0.0 <= args.untried_discount < 1.0:
             raise ValueError(f"--untried-discount must be in [0, 1), got {args.untried_discount}")
+    if args.untried_relative is not None and args.untried_bonus is None:
+        raise ValueError("--untried-relative shapes --untried-bonus: give both")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
@@ -332,7 +342,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    for flag in ("episode_commit", "bootstrap", "untried_bonus", "untried_discount"):
+    for flag in ("episode_commit", "bootstrap", "untried_bonus", "untried_discount", "untried_relative"):
         if getattr(args, flag) is not None and args.mode != "online":
             raise ValueError(
                 f"--{flag.replace('_', '-')} belongs to the online protocol (offline, rlfm does not act)"
@@ -394,6 +404,7 @@ RLFM_FLAGS = (
     "bootstrap",
     "untried_bonus",
     "untried_discount",
+    "untried_relative",
     "guard",
     "evidence",
     "holdout",
