@@ -29,10 +29,12 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
+from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.mdp import check_gamma, check_num_actions
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import load_network, packaged_network, predict
+from rlfm.solve import ActionLayout
 
 
 class InteractiveAgent(ABC):
@@ -168,6 +170,10 @@ class InContextAgent(InteractiveAgent):
             count-only network up to 256 states, the planner network above).
         network: an already loaded :class:`~rlfm.network.PolicyNetwork` (instead of ``checkpoint``).
         num_layers: tied sweeps per plan (None: the network's own rule, see ``PolicyNetwork.infer``).
+        untried_bonus, untried_discount, untried_relative: the bonus β U(s, a) added to the sampling logits
+            toward pairs not yet tried (:class:`rlfm.agents.incontext.BatchedInContextAgent` explains them;
+            U from :func:`rlfm.agents.planning.untried_scores` at each plan); None: the network's own
+            defaults (the shipped network's: β 3, δ 0.5, relative); β = 0: none.
 
     Attributes:
         policy: (SA,) π(a | s, data) of the last plan (its argmax is :meth:`greedy_action`, unless the
@@ -190,9 +196,20 @@ class InContextAgent(InteractiveAgent):
         checkpoint: str | Path | None = None,
         network: PolicyNetwork | None = None,
         num_layers: int | None = None,
+        untried_bonus: float | None = None,
+        untried_discount: float | None = None,
+        untried_relative: bool | None = None,
         seed: int | None = None,
     ) -> None:
         super().__init__(num_states, num_actions, gamma, seed)
+        if untried_bonus is not None and not (
+            isinstance(untried_bonus, int | float) and math.isfinite(untried_bonus) and untried_bonus >= 0
+        ):
+            raise ValueError(f"untried_bonus must be a finite number >= 0, got {untried_bonus!r}")
+        if untried_discount is not None and not (
+            isinstance(untried_discount, int | float) and 0 <= untried_discount < 1
+        ):
+            raise ValueError(f"untried_discount must be in [0, 1), got {untried_discount!r}")
         if temperature is not None and not (
             isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
         ):
@@ -214,6 +231,11 @@ class InContextAgent(InteractiveAgent):
             temperature = self.network.acting_temperature
         self.temperature = float(temperature)
         self.num_layers = num_layers
+        net = self.network
+        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else float(untried_bonus)
+        self.untried_discount = net.acting_untried_discount if untried_discount is None else untried_discount
+        self.untried_relative = net.acting_untried_relative if untried_relative is None else untried_relative
+        self._untried: torch.Tensor | None = None  # (SA,) U of the last plan, with a bonus
         self._counts = Counts.empty(self.num_actions)
         self._pending: list[tuple[int, int, float, int, bool]] = []
         self._since_plan = 0
@@ -242,6 +264,10 @@ class InContextAgent(InteractiveAgent):
         prediction = predict(self.counts, self.gamma, self.network, self.num_layers)
         self.policy, self._greedy_scores = prediction.policy.double(), prediction.greedy_scores
         self.acting_policy = prediction.acting_policy.double()
+        if self.untried_bonus > 0:
+            layout = ActionLayout(self.num_actions)
+            model = EmpiricalModel.from_counts([self.counts], layout)
+            self._untried = untried_scores(model, self.untried_discount, self.untried_relative)[0]
         self._since_plan = 0
         self.plans += 1
 
@@ -250,6 +276,8 @@ class InContextAgent(InteractiveAgent):
         p = self.acting_policy.numpy()[block]
         if self.temperature != 1.0:
             p = (p / p.max()) ** (1.0 / self.temperature)
+        if self._untried is not None:  # π^(1/T) e^(β U), U in [0, 1]
+            p = p * np.exp(self.untried_bonus * self._untried.numpy()[block])
         return int(self.rng.choice(p.size, p=p / p.sum()))
 
     def greedy_action(self, state: int) -> int:
@@ -273,6 +301,9 @@ class InContextAgent(InteractiveAgent):
             "replan_every": self.replan_every,
             "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
             "num_layers": self.num_layers if self.num_layers is not None else "default",
+            "untried_bonus": self.untried_bonus,
+            "untried_discount": self.untried_discount,
+            "untried_relative": self.untried_relative,
         }
 
 

@@ -74,6 +74,9 @@ class PolicyNetwork(nn.Module):
             statistics (the paper's inputs, kept for ablations and older checkpoints).
         acting_temperature: the T an in-context agent samples this network's policy with by default,
             a ~ π^(1/T) (chosen per shipped network on the online validation MDPs; 1: as learned).
+        acting_untried_bonus, acting_untried_discount, acting_untried_relative: the untried-pair bonus an
+            in-context agent adds when sampling this network's policy by default (β, δ and whether U is
+            relative to the state's largest; :func:`rlfm.agents.planning.untried_scores`; β = 0: none).
         value_head: add a head beside the policy head that predicts each pair's relative advantage
             (Q*(s, a) − max_b Q*(s, b)) / (max_b Q*(s, b) − min_b Q*(s, b)) ∈ [−1, 0], trained by regression
             (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
@@ -103,6 +106,9 @@ class PolicyNetwork(nn.Module):
         dropout: float = 0.05,
         planner_inputs: bool = True,
         acting_temperature: float = 1.0,
+        acting_untried_bonus: float = 0.0,
+        acting_untried_discount: float = 0.0,
+        acting_untried_relative: bool = False,
         value_head: bool = False,
         greedy_from: str | None = None,
         value_residual: bool = False,
@@ -113,6 +119,15 @@ class PolicyNetwork(nn.Module):
             raise ValueError("value_residual is a kind of value head: it needs value_head: true")
         self.greedy_from = checked_greedy_from(greedy_from, value_head)
         self.acting_temperature = checked_acting_temperature(acting_temperature)
+        if not (math.isfinite(acting_untried_bonus) and acting_untried_bonus >= 0):
+            raise ValueError(
+                f"acting_untried_bonus must be a finite number >= 0, got {acting_untried_bonus!r}"
+            )
+        if not 0.0 <= acting_untried_discount < 1.0:
+            raise ValueError(f"acting_untried_discount must be in [0, 1), got {acting_untried_discount!r}")
+        self.acting_untried_bonus = float(acting_untried_bonus)
+        self.acting_untried_discount = float(acting_untried_discount)
+        self.acting_untried_relative = bool(acting_untried_relative)
         self.width = width
         self.heads = heads
         self.num_layers = num_layers

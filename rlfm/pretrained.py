@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import os
 import pickle
 import re
@@ -126,6 +127,9 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         config = {key: config[key] for key in CONFIG_KEYS} | {
             "planner_inputs": config.get("planner_inputs", False),
             "acting_temperature": config.get("acting_temperature", 1.0),
+            "acting_untried_bonus": config.get("acting_untried_bonus", 0.0),
+            "acting_untried_discount": config.get("acting_untried_discount", 0.0),
+            "acting_untried_relative": config.get("acting_untried_relative", False),
             "value_head": config.get("value_head", False),
             "greedy_from": config.get("greedy_from"),
             "value_residual": config.get("value_residual", False),
@@ -193,11 +197,13 @@ def export(
     acting_temperature: float | None = None,
     greedy_from: str | None = None,
     trained_weights: bool = False,
+    untried: tuple[float, float, bool] | None = None,
 ) -> Path:
     """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
     sampling temperature agents use by default with it; ``greedy_from``: the head whose argmax is its
     greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both; ``trained_weights``: of a
-    run that averaged its weights, the weights being trained instead of the average)."""
+    run that averaged its weights, the weights being trained instead of the average; ``untried``: the
+    default untried-pair bonus (β, δ, relative) of agents acting with it, None: the source's)."""
     network = load_network(checkpoint, trained_weights=trained_weights)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
@@ -210,6 +216,9 @@ def export(
         "dropout": network.block.update_state[2].p,
         "planner_inputs": network.planner_inputs,
         "acting_temperature": checked_acting_temperature(acting_temperature),
+        "acting_untried_bonus": network.acting_untried_bonus if untried is None else float(untried[0]),
+        "acting_untried_discount": network.acting_untried_discount if untried is None else float(untried[1]),
+        "acting_untried_relative": network.acting_untried_relative if untried is None else bool(untried[2]),
         "value_head": value_head,
         "greedy_from": greedy_from,
         "value_residual": network.value_residual,
@@ -259,6 +268,12 @@ def export_main(argv: list[str] | None = None) -> int:
         help="the head whose argmax is the greedy policy; 'value' needs a value head (default: the source's)",
     )
     parser.add_argument(
+        "--untried",
+        default=None,
+        metavar="BETA,DELTA,RELATIVE",
+        help="the untried-pair bonus agents act with by default, e.g. 3,0.5,yes (default: the source's; 0,0,no: none)",
+    )
+    parser.add_argument(
         "--trained-weights",
         action="store_true",
         help="of a run that averaged its weights (EMAWeightAveraging): the weights being trained, not the average",
@@ -272,12 +287,31 @@ def export_main(argv: list[str] | None = None) -> int:
             args.acting_temperature,
             args.greedy_from,
             args.trained_weights,
+            None if args.untried is None else _untried_setting(args.untried),
         )
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0
+
+
+def _untried_setting(text: str) -> tuple[float, float, bool]:
+    """``"3,0.5,yes"`` → (3.0, 0.5, True), checked."""
+    parts = [part.strip().lower() for part in text.split(",")]
+    try:
+        bonus, discount = float(parts[0]), float(parts[1])
+    except (ValueError, IndexError):
+        bonus = discount = math.nan
+    if (
+        len(parts) != 3
+        or parts[2] not in ("yes", "no")
+        or not (math.isfinite(bonus) and bonus >= 0 and 0 <= discount < 1)
+    ):
+        raise ValueError(
+            f"--untried takes BETA >= 0, DELTA in [0, 1) and yes/no, e.g. 3,0.5,yes; got {text!r}"
+        )
+    return bonus, discount, parts[2] == "yes"
 
 
 _cache: dict[str, PolicyNetwork] = {}

@@ -100,7 +100,8 @@ def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy
     assert torch.equal(bonus.greedy_policy(), plain.greedy_policy())
     assert bonus.hyperparameters()["untried_bonus"] == 20.0
     with pytest.raises(ValueError, match="untried_bonus"):
-        small_agent(untried_bonus=0.0)
+        small_agent(untried_bonus=-1.0)
+    assert small_agent(untried_bonus=0.0).untried_bonus == 0.0  # off
     steered = small_agent(untried_bonus=1.0, untried_discount=0.5)  # the bonus also lies on the way there
     steered.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
     steered.plan([data] * 2)
@@ -257,6 +258,32 @@ def test_agents_sample_at_the_networks_acting_temperature_unless_told(tmp_path):
     assert InContextAgent(4, 2, checkpoint=path, temperature=1.0).temperature == 1.0
     with pytest.raises(ValueError, match="acting_temperature"):
         export("planner", tmp_path / "bad.pt", acting_temperature=0.0)
+
+
+def test_agents_act_with_the_networks_untried_bonus_unless_told(tmp_path):
+    shipped = load_network("default")  # chosen on the validation MDPs
+    assert (shipped.acting_untried_bonus, shipped.acting_untried_discount) == (3.0, 0.5)
+    assert shipped.acting_untried_relative
+    path = export("default", tmp_path / "plain.pt", untried=(0.0, 0.0, False))
+    assert load_network(path).acting_untried_bonus == 0.0
+    assert (
+        export(path, tmp_path / "copy.pt") and load_network(tmp_path / "copy.pt").acting_untried_bonus == 0.0
+    )
+    assert BatchedInContextAgent("default").hyperparameters()["untried_bonus"] == 3.0
+    assert "untried_bonus" not in BatchedInContextAgent("default", untried_bonus=0.0).hyperparameters()
+    assert "untried_bonus" not in BatchedInContextAgent(path).hyperparameters()
+    told = BatchedInContextAgent(path, untried_bonus=1.0)
+    assert (told.untried_bonus, told.untried_discount, told.untried_relative) == (1.0, 0.0, False)
+    # the step-by-step agent: state 0 of a 2-state MDP tried only action 0, so action 1 gets the bonus
+    agent = InContextAgent(2, 2, gamma=0.9, checkpoint=path, untried_bonus=30.0, seed=0)
+    assert agent.hyperparameters()["untried_bonus"] == 30.0
+    agent.observe(0, 0, 0.0, 1, terminated=False)
+    agent.observe(1, 0, 0.0, 0, terminated=False)
+    agent.observe(1, 1, 0.0, 0, truncated=True)  # the episode ends: a plan
+    assert {agent.act(0) for _ in range(50)} == {1}
+    assert InContextAgent(2, 2, checkpoint="default").untried_bonus == 3.0
+    with pytest.raises(ValueError, match="untried_bonus"):
+        InContextAgent(2, 2, untried_bonus=-1.0)
 
 
 def test_the_packaged_default_is_the_planner_network_above_256_states():

@@ -29,7 +29,7 @@ from torch_geometric.data import Batch
 from rlfm.agents.base import Agent
 from rlfm.agents.guard import evidence_scores, guarded_actions
 from rlfm.agents.holdout import holdout_actions
-from rlfm.agents.planning import EmpiricalModel, untried_reach
+from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork
@@ -70,16 +70,16 @@ class BatchedInContextAgent(Agent):
         episode_commit: draw one action per state from π^(1/T) when each episode starts and follow those
             actions through the episode (a deterministic policy sampled per episode, as posterior sampling
             commits to one sampled MDP), instead of drawing a fresh action at every step.
-        untried_bonus: β > 0 adds β U(s, a) to the sampling logits (after dividing by T), U the reach of
-            untried pairs (:func:`rlfm.agents.planning.untried_reach`, from the counts of the last plan):
+        untried_bonus: β ≥ 0 adds β U(s, a) to the sampling logits (after dividing by T), U the bonus of
+            :func:`rlfm.agents.planning.untried_scores` from the counts of the last plan:
             a ∝ π_θ(a | s, D)^{1/T} e^{β U(s, a)}. With ``untried_discount`` δ = 0, U marks the untried pairs
             alone (each drawn e^β times as often as the network alone would); with δ > 0 it is δ^d for a
-            pair d steps from the nearest untried one, so the bonus also steers toward the unexplored. None:
-            the network alone. The greedy policy is unchanged.
+            pair d steps from the nearest untried one, so the bonus also steers toward the unexplored. 0:
+            the network alone. The greedy policy is unchanged. None (as for the next two): the network's
+            own default (``acting_untried_bonus``; chosen on the validation MDPs for the shipped network).
         untried_discount: δ ∈ [0, 1) of ``untried_bonus``.
-        untried_relative: divide U by its largest value among the state's actions (0 where no untried
-            pair can be reached), so the action on the shortest route to the unexplored gets β and one on a
-            route k steps longer β δ^k, however far away the untried pairs are.
+        untried_relative: divide U by its largest value among the state's actions, so the action on the
+            shortest route to the unexplored gets β and one on a route k steps longer β δ^k.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -101,8 +101,8 @@ class BatchedInContextAgent(Agent):
         episode_commit: bool = False,
         bootstrap: bool = False,
         untried_bonus: float | None = None,
-        untried_discount: float = 0.0,
-        untried_relative: bool = False,
+        untried_discount: float | None = None,
+        untried_relative: bool | None = None,
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
@@ -113,9 +113,9 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
-        if untried_bonus is not None and not (math.isfinite(untried_bonus) and untried_bonus > 0):
-            raise ValueError(f"untried_bonus must be a positive number or None, got {untried_bonus}")
-        if not 0.0 <= untried_discount < 1.0:
+        if untried_bonus is not None and not (math.isfinite(untried_bonus) and untried_bonus >= 0):
+            raise ValueError(f"untried_bonus must be a finite number >= 0 or None, got {untried_bonus}")
+        if untried_discount is not None and not 0.0 <= untried_discount < 1.0:
             raise ValueError(f"untried_discount must be in [0, 1), got {untried_discount}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
@@ -143,9 +143,10 @@ class BatchedInContextAgent(Agent):
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
-        self.untried_bonus = untried_bonus
-        self.untried_discount = float(untried_discount)
-        self.untried_relative = bool(untried_relative)
+        net = self.network
+        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else float(untried_bonus)
+        self.untried_discount = net.acting_untried_discount if untried_discount is None else untried_discount
+        self.untried_relative = net.acting_untried_relative if untried_relative is None else untried_relative
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -187,12 +188,9 @@ class BatchedInContextAgent(Agent):
             self.planned_at[runs] = observed[runs]
             self.plans[runs] += 1
             self._plan_runs(runs, [counts[r] for r in runs.tolist()])
-        if self.untried_bonus is not None:
+        if self.untried_bonus > 0:
             model = EmpiricalModel.from_counts(counts, self.layout)
-            self.untried = untried_reach(model, self.untried_discount)
-            if self.untried_relative:
-                largest = self.layout.state_max(self.untried)[:, self.layout.sa_state]  # (R, SA)
-                self.untried = torch.where(largest > 0, self.untried / largest.clamp(min=1e-300), 0.0)
+            self.untried = untried_scores(model, self.untried_discount, self.untried_relative)
         if self.episode_commit:
             self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
@@ -283,9 +281,15 @@ class BatchedInContextAgent(Agent):
             **({"replan_growth": self.replan_growth} if self.replan_growth is not None else {}),
             **({"episode_commit": True} if self.episode_commit else {}),
             **({"bootstrap": True} if self.bootstrap else {}),
-            **({"untried_bonus": self.untried_bonus} if self.untried_bonus is not None else {}),
-            **({"untried_discount": self.untried_discount} if self.untried_discount > 0 else {}),
-            **({"untried_relative": True} if self.untried_relative else {}),
+            **(
+                {
+                    "untried_bonus": self.untried_bonus,
+                    "untried_discount": self.untried_discount,
+                    "untried_relative": self.untried_relative,
+                }
+                if self.untried_bonus > 0
+                else {}
+            ),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),

@@ -156,3 +156,15 @@ def untried_reach(model: EmpiricalModel, discount: float) -> Tensor:
     threshold = stopping_threshold(1.0, discount, RELATIVE_TOLERANCE)
     q, _ = value_iteration(backup, model.layout, threshold, terminal=model.terminal)
     return torch.where(live, q, 0.0)
+
+
+def untried_scores(model: EmpiricalModel, discount: float, relative: bool) -> Tensor:
+    """(R, SA) the untried-pair bonus of the in-context agents before its scale β: :func:`untried_reach`
+    U, or with ``relative`` U divided by its largest value among the state's actions (0 where no untried
+    pair can be reached), so that the action on the shortest route to the unexplored gets 1 and one on a
+    route k steps longer δ^k, however far away the untried pairs are."""
+    reach = untried_reach(model, discount)
+    if not relative:
+        return reach
+    largest = model.layout.state_max(reach)[:, model.layout.sa_state]  # (R, SA)
+    return torch.where(largest > 0, reach / largest.clamp(min=1e-300), 0.0)

@@ -126,25 +126,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="BETA",
-        help="online: rlfm draws each state's untried actions e^BETA times as often as its network alone"
-        " would (BETA > 0 added to their sampling logits; default: off)",
+        help="online: rlfm adds BETA * U(s, a) to its sampling logits, U = 1 on untried pairs (default: the"
+        " network's own; the shipped network: 3, with --untried-discount 0.5 and --untried-relative; 0: off)",
     )
     parser.add_argument(
         "--untried-discount",
         type=float,
         default=None,
         metavar="DELTA",
-        help="online, with --untried-bonus: the bonus becomes BETA * DELTA^d for a pair d steps (along observed"
-        " transitions) from the nearest untried pair, steering toward the unexplored (default: 0, untried"
-        " pairs alone)",
+        help="online: U = DELTA^d for a pair d steps (along observed transitions) from the nearest untried pair,"
+        " steering toward the unexplored; 0: untried pairs alone (default: the network's own)",
     )
     parser.add_argument(
         "--untried-relative",
-        action="store_const",
+        type=_yes_no,
+        nargs="?",
         const=True,
         default=None,
-        help="online, with --untried-bonus: divide each state's bonus by its largest, so the shortest route to"
-        " the unexplored gets BETA and a route k steps longer BETA * DELTA^k, however far away",
+        metavar="yes|no",
+        help="online: divide each state's U by its largest, so the shortest route to the unexplored gets BETA"
+        " and a route k steps longer BETA * DELTA^k, however far away (default: the network's own)",
     )
     parser.add_argument(
         "--guard",
@@ -317,15 +318,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
     if args.replan_growth is not None and not (math.isfinite(args.replan_growth) and args.replan_growth > 0):
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
-    if args.untried_bonus is not None and not (math.isfinite(args.untried_bonus) and args.untried_bonus > 0):
-        raise ValueError(f"--untried-bonus must be a positive finite number, got {args.untried_bonus}")
-    if args.untried_discount is not None:
-        if args.untried_bonus is None:
-            raise ValueError("--untried-discount shapes --untried-bonus: give both")
-        if not 0.0 <= args.untried_discount < 1.0:
-            raise ValueError(f"--untried-discount must be in [0, 1), got {args.untried_discount}")
-    if args.untried_relative is not None and args.untried_bonus is None:
-        raise ValueError("--untried-relative shapes --untried-bonus: give both")
+    if args.untried_bonus is not None and not (math.isfinite(args.untried_bonus) and args.untried_bonus >= 0):
+        raise ValueError(f"--untried-bonus must be a finite number >= 0, got {args.untried_bonus}")
+    if args.untried_discount is not None and not 0.0 <= args.untried_discount < 1.0:
+        raise ValueError(f"--untried-discount must be in [0, 1), got {args.untried_discount}")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
@@ -352,6 +348,16 @@ def _check_flags(args: argparse.Namespace) -> None:
         text = getattr(args, flag)
         if text is not None and not _names(text):
             raise ValueError(f"--{flag} {text!r} names nothing; give comma-separated names")
+
+
+def _yes_no(text: str) -> bool:
+    """``yes``/``no`` (or true/false, 1/0) as a bool."""
+    value = text.strip().lower()
+    if value in ("yes", "true", "1"):
+        return True
+    if value in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
