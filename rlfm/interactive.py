@@ -32,7 +32,7 @@ import torch
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.mdp import check_gamma, check_num_actions
-from rlfm.network import PolicyNetwork
+from rlfm.network import PolicyNetwork, checked_untried
 from rlfm.pretrained import load_network, packaged_network, predict
 from rlfm.solve import ActionLayout
 
@@ -202,14 +202,7 @@ class InContextAgent(InteractiveAgent):
         seed: int | None = None,
     ) -> None:
         super().__init__(num_states, num_actions, gamma, seed)
-        if untried_bonus is not None and not (
-            isinstance(untried_bonus, int | float) and math.isfinite(untried_bonus) and untried_bonus >= 0
-        ):
-            raise ValueError(f"untried_bonus must be a finite number >= 0, got {untried_bonus!r}")
-        if untried_discount is not None and not (
-            isinstance(untried_discount, int | float) and 0 <= untried_discount < 1
-        ):
-            raise ValueError(f"untried_discount must be in [0, 1), got {untried_discount!r}")
+        untried_bonus, untried_discount = checked_untried(untried_bonus, untried_discount)
         if temperature is not None and not (
             isinstance(temperature, int | float) and math.isfinite(temperature) and temperature > 0
         ):
@@ -232,7 +225,7 @@ class InContextAgent(InteractiveAgent):
         self.temperature = float(temperature)
         self.num_layers = num_layers
         net = self.network
-        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else float(untried_bonus)
+        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else untried_bonus
         self.untried_discount = net.acting_untried_discount if untried_discount is None else untried_discount
         self.untried_relative = net.acting_untried_relative if untried_relative is None else untried_relative
         self._untried: torch.Tensor | None = None  # (SA,) U of the last plan, with a bonus

@@ -119,14 +119,9 @@ class PolicyNetwork(nn.Module):
             raise ValueError("value_residual is a kind of value head: it needs value_head: true")
         self.greedy_from = checked_greedy_from(greedy_from, value_head)
         self.acting_temperature = checked_acting_temperature(acting_temperature)
-        if not (math.isfinite(acting_untried_bonus) and acting_untried_bonus >= 0):
-            raise ValueError(
-                f"acting_untried_bonus must be a finite number >= 0, got {acting_untried_bonus!r}"
-            )
-        if not 0.0 <= acting_untried_discount < 1.0:
-            raise ValueError(f"acting_untried_discount must be in [0, 1), got {acting_untried_discount!r}")
-        self.acting_untried_bonus = float(acting_untried_bonus)
-        self.acting_untried_discount = float(acting_untried_discount)
+        self.acting_untried_bonus, self.acting_untried_discount = checked_untried(
+            acting_untried_bonus, acting_untried_discount
+        )
         self.acting_untried_relative = bool(acting_untried_relative)
         self.width = width
         self.heads = heads
@@ -371,6 +366,24 @@ def checked_acting_temperature(value: object) -> float:
     if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"acting_temperature must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def checked_untried(bonus: object, discount: object) -> tuple[float | None, float | None]:
+    """The untried-pair bonus β (a finite number ≥ 0) and its discount δ ∈ [0, 1) as floats, else
+    ``ValueError`` naming the bad one (None passes through, meaning "the network's own")."""
+    if bonus is not None and (
+        isinstance(bonus, bool)
+        or not (isinstance(bonus, int | float) and math.isfinite(bonus) and bonus >= 0)
+    ):
+        raise ValueError(f"untried_bonus must be a finite number >= 0, got {bonus!r}")
+    if discount is not None and (
+        isinstance(discount, bool) or not (isinstance(discount, int | float) and 0 <= discount < 1)
+    ):
+        raise ValueError(f"untried_discount must be in [0, 1), got {discount!r}")
+    return (
+        None if bonus is None else float(bonus),  # type: ignore[arg-type]
+        None if discount is None else float(discount),  # type: ignore[arg-type]
+    )
 
 
 def checked_greedy_from(value: object, value_head: bool) -> str:

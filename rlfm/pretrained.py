@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import os
 import pickle
 import re
@@ -33,6 +32,7 @@ from rlfm.network import (
     PolicyNetwork,
     checked_acting_temperature,
     checked_greedy_from,
+    checked_untried,
     group_softmax,
 )
 
@@ -299,18 +299,13 @@ def export_main(argv: list[str] | None = None) -> int:
 def _untried_setting(text: str) -> tuple[float, float, bool]:
     """``"3,0.5,yes"`` → (3.0, 0.5, True), checked."""
     parts = [part.strip().lower() for part in text.split(",")]
+    if len(parts) != 3 or parts[2] not in ("yes", "no"):
+        raise ValueError(f"--untried takes BETA,DELTA,yes|no, e.g. 3,0.5,yes; got {text!r}")
     try:
         bonus, discount = float(parts[0]), float(parts[1])
-    except (ValueError, IndexError):
-        bonus = discount = math.nan
-    if (
-        len(parts) != 3
-        or parts[2] not in ("yes", "no")
-        or not (math.isfinite(bonus) and bonus >= 0 and 0 <= discount < 1)
-    ):
-        raise ValueError(
-            f"--untried takes BETA >= 0, DELTA in [0, 1) and yes/no, e.g. 3,0.5,yes; got {text!r}"
-        )
+    except ValueError:
+        raise ValueError(f"--untried takes BETA,DELTA,yes|no, e.g. 3,0.5,yes; got {text!r}") from None
+    bonus, discount = checked_untried(bonus, discount)
     return bonus, discount, parts[2] == "yes"
 
 

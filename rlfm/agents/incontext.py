@@ -32,7 +32,7 @@ from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
-from rlfm.network import PolicyNetwork
+from rlfm.network import PolicyNetwork, checked_untried
 from rlfm.pretrained import load_network
 from rlfm.solve import ActionLayout
 
@@ -113,10 +113,7 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"temperature must be positive, got {temperature}")
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
-        if untried_bonus is not None and not (math.isfinite(untried_bonus) and untried_bonus >= 0):
-            raise ValueError(f"untried_bonus must be a finite number >= 0 or None, got {untried_bonus}")
-        if untried_discount is not None and not 0.0 <= untried_discount < 1.0:
-            raise ValueError(f"untried_discount must be in [0, 1), got {untried_discount}")
+        untried_bonus, untried_discount = checked_untried(untried_bonus, untried_discount)
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
@@ -144,7 +141,7 @@ class BatchedInContextAgent(Agent):
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
         net = self.network
-        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else float(untried_bonus)
+        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else untried_bonus
         self.untried_discount = net.acting_untried_discount if untried_discount is None else untried_discount
         self.untried_relative = net.acting_untried_relative if untried_relative is None else untried_relative
         self.guard = guard
