@@ -312,6 +312,11 @@ def _untried_setting(text: str) -> tuple[float, float, bool]:
 _cache: dict[str, PolicyNetwork] = {}
 
 
+def packaged_name(num_states: int) -> str:
+    """The name of the shipped network :func:`packaged_network` gives an MDP of ``num_states`` states."""
+    return "planner" if num_states > LARGE_MDP_STATES else "default"
+
+
 def packaged_network(num_states: int) -> PolicyNetwork:
     """The shipped network used when none is given, for an MDP of ``num_states`` states (loaded once).
 
@@ -321,7 +326,7 @@ def packaged_network(num_states: int) -> PolicyNetwork:
     scores below the planner network offline and never converges online, where the planner network
     converges in 94 episodes); the planner network reads exact value iteration on the counts and runs 8
     sweeps at any size. The validation MDPs below 256 states are all far smaller than the threshold."""
-    name = "planner" if num_states > LARGE_MDP_STATES else "default"
+    name = packaged_name(num_states)
     if name not in _cache:
         _cache[name] = load_network(name)
     return _cache[name]

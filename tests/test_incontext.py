@@ -194,7 +194,10 @@ def test_replan_growth_plans_a_run_only_once_its_data_grew_enough():
 def test_packaged_network_loads_by_name():
     assert PACKAGED_CHECKPOINT.exists(), "the pretrained network must ship inside the package"
     agent = make_agent("rlfm")
-    assert isinstance(agent, BatchedInContextAgent) and agent.hyperparameters()["checkpoint"] == "packaged"
+    assert (
+        isinstance(agent, BatchedInContextAgent)
+        and agent.hyperparameters()["checkpoint"] == "packaged default"
+    )
 
 
 def test_packaged_network_solves_the_reference_grids_from_ample_data():
@@ -304,6 +307,14 @@ def test_the_packaged_default_is_the_planner_network_above_256_states():
         torch.testing.assert_close(predict_policy(counts, 0.9), expected)
         agent = InContextAgent(states, 2, gamma=0.9)
         assert agent.temperature == load_network(name).acting_temperature
+        # the benchmarks' agent chooses the same network once it sees the MDP, unless given one
+        batched, forced = BatchedInContextAgent(), BatchedInContextAgent(checkpoint="default")
+        for each in (batched, forced):
+            each.start(torch.full((states,), 2), 0.9, runs=1, generator=torch.Generator().manual_seed(0))
+        assert batched.network is packaged_network(states)
+        assert batched.hyperparameters()["checkpoint"] == f"packaged {name}"
+        assert batched.untried_bonus == load_network(name).acting_untried_bonus
+        assert not forced.network.planner_inputs and forced.hyperparameters()["checkpoint"] == "default"
 
 
 @pytest.mark.parametrize("readout, strength", [("guard", 0.001), ("evidence", 1.0)])

@@ -33,7 +33,7 @@ from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork, checked_untried
-from rlfm.pretrained import load_network
+from rlfm.pretrained import load_network, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
 
@@ -41,7 +41,10 @@ class BatchedInContextAgent(Agent):
     """Acts with a pretrained :class:`~rlfm.network.PolicyNetwork`; no weights change at use time.
 
     Args:
-        checkpoint: a network file or training checkpoint (default: the network shipped with rlfm).
+        checkpoint: a network file or training checkpoint, or a shipped network's name (``"default"``,
+            ``"planner"``); None: the shipped network for the MDP's size, as :func:`rlfm.predict_policy`
+            chooses it (:func:`rlfm.pretrained.packaged_network`: the count-only network up to 256 states,
+            the planner network above), chosen in :meth:`start`.
         network: an already loaded network (instead of ``checkpoint``).
         temperature: T dividing the logits before sampling actions (1: the learned posterior; None: the
             network's ``acting_temperature``, chosen for it on the validation MDPs).
@@ -132,18 +135,16 @@ class BatchedInContextAgent(Agent):
             )
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        self.network = (network if network is not None else load_network(checkpoint)).to(self.device).eval()
-        self.temperature = self.network.acting_temperature if temperature is None else temperature
+        self.packaged = network is None and checkpoint is None  # the shipped network by size, at start
+        self.network_name = "default"  # of the packaged network (until start sees the MDP's size)
+        self.requested = (temperature, untried_bonus, untried_discount, untried_relative)
+        self._use(network if network is not None else load_network(checkpoint))
         self.num_layers = num_layers
         self.max_layers = max_layers
         self.warm_start = warm_start
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
-        net = self.network
-        self.untried_bonus = net.acting_untried_bonus if untried_bonus is None else untried_bonus
-        self.untried_discount = net.acting_untried_discount if untried_discount is None else untried_discount
-        self.untried_relative = net.acting_untried_relative if untried_relative is None else untried_relative
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -153,7 +154,19 @@ class BatchedInContextAgent(Agent):
         )
         self.layers_used: list[int] = []
 
+    def _use(self, network: PolicyNetwork) -> None:
+        """Act with ``network``: the settings not given to the constructor become its own defaults."""
+        self.network = network.to(self.device).eval()
+        temperature, bonus, discount, relative = self.requested
+        self.temperature = network.acting_temperature if temperature is None else temperature
+        self.untried_bonus = network.acting_untried_bonus if bonus is None else bonus
+        self.untried_discount = network.acting_untried_discount if discount is None else discount
+        self.untried_relative = network.acting_untried_relative if relative is None else relative
+
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
+        if self.packaged:
+            self.network_name = packaged_name(len(num_actions))
+            self._use(packaged_network(len(num_actions)))
         self.layout = ActionLayout(num_actions)
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
         # [R, SA] the logits actions are sampled from (the acting head's, if any); no data: uniform
@@ -269,9 +282,14 @@ class BatchedInContextAgent(Agent):
     def _default_depth(self) -> int | str:
         return self.network.num_layers if self.network.planner_inputs else f"settle<= {self.max_layers}"
 
+    def _network_label(self) -> str:
+        if self.packaged:
+            return f"packaged {self.network_name}"
+        return "given network" if self.checkpoint is None else str(self.checkpoint)
+
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "checkpoint": str(self.checkpoint) if self.checkpoint is not None else "packaged",
+            "checkpoint": self._network_label(),
             "temperature": self.temperature,
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),

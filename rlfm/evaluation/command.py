@@ -83,7 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         default=None,
-        help="rlfm's network: a .pt/.ckpt file or a shipped network's name (default, planner)",
+        help="rlfm's network: a .pt/.ckpt file or a shipped network's name (default, planner); without it, "
+        "the shipped network for each MDP's size, as predict_policy chooses (the count-only one up to 256 "
+        "states, the planner network above)",
     )
     parser.add_argument(
         "--greedy-checkpoint",
