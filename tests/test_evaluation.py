@@ -304,6 +304,9 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--untried-bonus", ["--mode", "offline", "--agents", "rlfm", "--untried-bonus", "1"]),
         ("--untried-discount", ["--agents", "rlfm", "--untried-discount", "1"]),
         ("--untried-relative", ["--agents", "rlfm", "--untried-relative", "maybe"]),
+        ("--explored-temperature", ["--agents", "rlfm", "--explored-temperature", "0"]),
+        ("--explored-temperature", ["--agents", "ce", "--explored-temperature", "1"]),
+        ("--explored-temperature", ["--mode", "offline", "--agents", "rlfm", "--explored-temperature", "1"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),
     ):

@@ -83,6 +83,9 @@ class BatchedInContextAgent(Agent):
         untried_discount: δ ∈ [0, 1) of ``untried_bonus``.
         untried_relative: divide U by its largest value among the state's actions, so the action on the
             shortest route to the unexplored gets β and one on a route k steps longer β δ^k.
+        explored_temperature: with the bonus on, the temperature used instead of T in states from which no
+            untried pair can be reached (U(s, ·) = 0: there is nothing left to travel to, so less sampling
+            noise costs no exploration); None: T everywhere.
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
@@ -106,6 +109,7 @@ class BatchedInContextAgent(Agent):
         untried_bonus: float | None = None,
         untried_discount: float | None = None,
         untried_relative: bool | None = None,
+        explored_temperature: float | None = None,
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
@@ -114,6 +118,10 @@ class BatchedInContextAgent(Agent):
     ) -> None:
         if temperature is not None and temperature <= 0:
             raise ValueError(f"temperature must be positive, got {temperature}")
+        if explored_temperature is not None and not (
+            math.isfinite(explored_temperature) and explored_temperature > 0
+        ):
+            raise ValueError(f"explored_temperature must be positive, got {explored_temperature}")
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
         untried_bonus, untried_discount = checked_untried(untried_bonus, untried_discount)
@@ -145,6 +153,7 @@ class BatchedInContextAgent(Agent):
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
+        self.explored_temperature = explored_temperature
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
@@ -269,6 +278,9 @@ class BatchedInContextAgent(Agent):
         """(R, k) actions drawn from π^(1/T) of each run's states ``states`` (R, k), independently."""
         logits = self.logits / self.temperature
         if self.untried is not None:
+            if self.explored_temperature is not None:  # states with nothing untried in reach
+                explored = (self.layout.state_max(self.untried) == 0)[:, self.layout.sa_state]
+                logits = torch.where(explored, self.logits / self.explored_temperature, logits)
             logits = logits + self.untried_bonus * self.untried
         scaled = self.layout.padded(logits)  # [R, S, A_max], -inf where no action
         rows = scaled[torch.arange(states.shape[0]).unsqueeze(1), states]  # [R, k, A_max]
@@ -303,6 +315,11 @@ class BatchedInContextAgent(Agent):
                     "untried_relative": self.untried_relative,
                 }
                 if self.untried_bonus > 0
+                else {}
+            ),
+            **(
+                {"explored_temperature": self.explored_temperature}
+                if self.explored_temperature is not None and self.untried_bonus > 0
                 else {}
             ),
             **({"guard": self.guard} if self.guard is not None else {}),

@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         " and a route k steps longer BETA * DELTA^k, however far away (default: the network's own)",
     )
     parser.add_argument(
+        "--explored-temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="online, with the untried bonus: rlfm samples at this temperature in states from which no "
+        "untried pair can be reached, at --temperature elsewhere (default: off)",
+    )
+    parser.add_argument(
         "--guard",
         type=float,
         default=None,
@@ -318,6 +326,12 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--epsilon must be a probability in [0, 1], got {args.epsilon}")
     if args.temperature is not None and not (math.isfinite(args.temperature) and args.temperature > 0):
         raise ValueError(f"--temperature must be a positive finite number, got {args.temperature}")
+    if args.explored_temperature is not None and not (
+        math.isfinite(args.explored_temperature) and args.explored_temperature > 0
+    ):
+        raise ValueError(
+            f"--explored-temperature must be a positive finite number, got {args.explored_temperature}"
+        )
     if args.replan_growth is not None and not (math.isfinite(args.replan_growth) and args.replan_growth > 0):
         raise ValueError(f"--replan-growth must be a positive finite number, got {args.replan_growth}")
     if args.untried_bonus is not None and not (math.isfinite(args.untried_bonus) and args.untried_bonus >= 0):
@@ -340,7 +354,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    for flag in ("episode_commit", "bootstrap", "untried_bonus", "untried_discount", "untried_relative"):
+    online_only = ("untried_bonus", "untried_discount", "untried_relative", "explored_temperature")
+    for flag in ("episode_commit", "bootstrap", *online_only):
         if getattr(args, flag) is not None and args.mode != "online":
             raise ValueError(
                 f"--{flag.replace('_', '-')} belongs to the online protocol (offline, rlfm does not act)"
@@ -413,6 +428,7 @@ RLFM_FLAGS = (
     "untried_bonus",
     "untried_discount",
     "untried_relative",
+    "explored_temperature",
     "guard",
     "evidence",
     "holdout",
