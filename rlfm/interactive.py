@@ -33,7 +33,7 @@ from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.mdp import check_gamma, check_num_actions
 from rlfm.network import PolicyNetwork, checked_untried
-from rlfm.pretrained import load_network, packaged_name, packaged_network, predict
+from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network, predict
 from rlfm.solve import ActionLayout
 
 
@@ -288,17 +288,14 @@ class InContextAgent(InteractiveAgent):
         if self._since_plan:
             self.plan()
 
-    def _network_label(self) -> str:
-        if self.packaged:
-            return f"packaged {packaged_name(self.num_states)}"
-        return "given network" if self.checkpoint is None else str(self.checkpoint)
-
     def hyperparameters(self) -> dict[str, Any]:
         return {
             "gamma": self.gamma,
             "temperature": self.temperature,
             "replan_every": self.replan_every,
-            "checkpoint": self._network_label(),
+            "checkpoint": network_label(
+                self.checkpoint, packaged_name(self.num_states) if self.packaged else None
+            ),
             "num_layers": self.num_layers if self.num_layers is not None else "default",
             "untried_bonus": self.untried_bonus,
             "untried_discount": self.untried_discount,

@@ -317,6 +317,14 @@ def packaged_name(num_states: int) -> str:
     return "planner" if num_states > LARGE_MDP_STATES else "default"
 
 
+def network_label(checkpoint: str | Path | None, packaged: str | None) -> str:
+    """The network as an agent's settings name it: ``"packaged NAME"`` for the shipped network chosen by
+    the MDP's size (``packaged``: its name, else None), the checkpoint given, or ``"given network"``."""
+    if packaged is not None:
+        return f"packaged {packaged}"
+    return "given network" if checkpoint is None else str(checkpoint)
+
+
 def packaged_network(num_states: int) -> PolicyNetwork:
     """The shipped network used when none is given, for an MDP of ``num_states`` states (loaded once).
 

@@ -120,17 +120,16 @@ def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy
 
 
 def test_an_explored_temperature_applies_only_where_nothing_untried_is_in_reach():
-    mdp = gridworld(3)
+    P = torch.zeros(2, 2, 2, dtype=torch.float64)
+    P[0, :, 0] = P[1, :, 1] = 1.0  # two states that never meet
+    mdp = TabularMDP.from_dense(P, torch.zeros(2, 2))
+    data = Counts.empty_like(mdp).update([0, 0, 1], [0, 1, 0], 0.0, [0, 0, 1])  # state 1 never tried 1
     agent = small_agent(temperature=100.0, untried_bonus=1.0, explored_temperature=0.01)
-    agent.start(mdp.num_actions, mdp.gamma, runs=1, generator=torch.Generator().manual_seed(1))
-    agent.plan([Counts.empty_like(mdp)])
-    logits = torch.zeros(400, 36, dtype=torch.float64)
-    logits[:, 2] = logits[:, 6] = 1.0  # states 0 and 1 prefer "left"
-    untried = torch.zeros(400, 36, dtype=torch.float64)
-    untried[:, 4:8] = 1.0  # state 1 can still reach untried pairs (the same U on each action), state 0 not
-    agent.logits, agent.untried = logits, untried
-    assert set(agent.act(torch.zeros(400, dtype=torch.long)).tolist()) == {2}  # explored: T = 0.01
-    assert set(agent.act(torch.ones(400, dtype=torch.long)).tolist()) == {0, 1, 2, 3}  # T = 100
+    agent.start(mdp.num_actions, mdp.gamma, runs=400, generator=torch.Generator().manual_seed(1))
+    agent.plan([data] * 400)
+    agent.logits = torch.tensor([[0.0, 1.0, 0.0, 1.0]], dtype=torch.float64).expand(400, -1)
+    assert set(agent.act(torch.zeros(400, dtype=torch.long)).tolist()) == {1}  # explored: T = 0.01
+    assert set(agent.act(torch.ones(400, dtype=torch.long)).tolist()) == {0, 1}  # T = 100
     assert agent.hyperparameters()["explored_temperature"] == 0.01
     assert (
         "explored_temperature"

@@ -33,7 +33,7 @@ from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import observation_graphs
 from rlfm.network import PolicyNetwork, checked_untried
-from rlfm.pretrained import load_network, packaged_name, packaged_network
+from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
 
@@ -189,6 +189,7 @@ class BatchedInContextAgent(Agent):
         self.planned_at = torch.full((runs,), -1.0, dtype=torch.float64)
         self.plans = torch.zeros(runs, dtype=torch.long)  # plans made for each run
         self.untried: Tensor | None = None  # [R, SA] U of untried_bonus at the last plan
+        self.explored: Tensor | None = None  # [R, SA] where explored_temperature applies, at the last plan
 
     def due(self, observed: Tensor) -> Tensor:
         """(R,) runs to plan now, given each run's transitions ``observed`` (R,): every run, or with
@@ -210,6 +211,8 @@ class BatchedInContextAgent(Agent):
         if self.untried_bonus > 0:
             model = EmpiricalModel.from_counts(counts, self.layout)
             self.untried = untried_scores(model, self.untried_discount, self.untried_relative)
+            if self.explored_temperature is not None:  # [R, SA] pairs of states with nothing untried in reach
+                self.explored = (self.layout.state_max(self.untried) == 0)[:, self.layout.sa_state]
         if self.episode_commit:
             self.committed = self._sample(torch.arange(self.layout.num_states).expand(self.runs, -1))
 
@@ -278,9 +281,8 @@ class BatchedInContextAgent(Agent):
         """(R, k) actions drawn from π^(1/T) of each run's states ``states`` (R, k), independently."""
         logits = self.logits / self.temperature
         if self.untried is not None:
-            if self.explored_temperature is not None:  # states with nothing untried in reach
-                explored = (self.layout.state_max(self.untried) == 0)[:, self.layout.sa_state]
-                logits = torch.where(explored, self.logits / self.explored_temperature, logits)
+            if self.explored is not None:
+                logits = torch.where(self.explored, self.logits / self.explored_temperature, logits)
             logits = logits + self.untried_bonus * self.untried
         scaled = self.layout.padded(logits)  # [R, S, A_max], -inf where no action
         rows = scaled[torch.arange(states.shape[0]).unsqueeze(1), states]  # [R, k, A_max]
@@ -294,14 +296,9 @@ class BatchedInContextAgent(Agent):
     def _default_depth(self) -> int | str:
         return self.network.num_layers if self.network.planner_inputs else f"settle<= {self.max_layers}"
 
-    def _network_label(self) -> str:
-        if self.packaged:
-            return f"packaged {self.network_name}"
-        return "given network" if self.checkpoint is None else str(self.checkpoint)
-
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "checkpoint": self._network_label(),
+            "checkpoint": network_label(self.checkpoint, self.network_name if self.packaged else None),
             "temperature": self.temperature,
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),
