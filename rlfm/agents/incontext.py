@@ -310,13 +310,13 @@ class BatchedInContextAgent(Agent):
                     "untried_bonus": self.untried_bonus,
                     "untried_discount": self.untried_discount,
                     "untried_relative": self.untried_relative,
+                    **(
+                        {"explored_temperature": self.explored_temperature}
+                        if self.explored_temperature
+                        else {}
+                    ),
                 }
                 if self.untried_bonus > 0
-                else {}
-            ),
-            **(
-                {"explored_temperature": self.explored_temperature}
-                if self.explored_temperature is not None and self.untried_bonus > 0
                 else {}
             ),
             **({"guard": self.guard} if self.guard is not None else {}),
