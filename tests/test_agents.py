@@ -324,6 +324,22 @@ def test_untried_reach_is_the_discount_to_the_power_of_the_steps_to_the_nearest_
         untried_reach(model, 1.0)
 
 
+def test_a_known_threshold_keeps_pairs_tried_fewer_than_m_times_unexplored():
+    # state 0's action 0 tried three times (stays), action 1 once (→ 1); state 1 both actions twice (stay)
+    counts = Counts.empty([2, 2]).update(
+        [0, 0, 0, 0, 1, 1, 1, 1], [0, 0, 0, 1, 0, 0, 1, 1], 0.0, [0, 0, 0, 1, 1, 1, 1, 1]
+    )
+    model = EmpiricalModel.from_counts([counts], ActionLayout(counts.num_actions))
+    assert not untried_reach(model, 0.5, known=1).any()  # everything tried once: nothing left
+    # m = 2: state 0's action 1 (one try) is unknown; action 0 stays in state 0, so 0.5 · 1
+    torch.testing.assert_close(untried_reach(model, 0.5, known=2)[0], torch.tensor([0.5, 1, 0, 0]).double())
+    # m = 3: state 1's pairs too; state 0's action 1 is itself unknown
+    torch.testing.assert_close(untried_reach(model, 0.5, known=3)[0], torch.tensor([0.5, 1, 1, 1]).double())
+    assert torch.equal(untried_reach(model, 0.0, known=4)[0], torch.ones(4).double())
+    with pytest.raises(ValueError, match="known"):
+        untried_reach(model, 0.5, known=0)
+
+
 # ------------------------------------------------------------------------------------ evidence readout
 def test_the_evidence_readout_keeps_the_network_where_the_data_are_few_or_unexplored():
     mdp = get_benchmark("gridworld_3x3")

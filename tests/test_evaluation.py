@@ -307,6 +307,9 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--explored-temperature", ["--agents", "rlfm", "--explored-temperature", "0"]),
         ("--explored-temperature", ["--agents", "ce", "--explored-temperature", "1"]),
         ("--explored-temperature", ["--mode", "offline", "--agents", "rlfm", "--explored-temperature", "1"]),
+        ("--untried-known", ["--agents", "rlfm", "--untried-known", "0"]),
+        ("--untried-known", ["--agents", "ce", "--untried-known", "2"]),
+        ("--untried-known", ["--mode", "offline", "--agents", "rlfm", "--untried-known", "2"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),
     ):

@@ -117,6 +117,14 @@ def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy
         relative.untried, steered.untried / largest
     )  # every state reaches an untried pair
     assert torch.equal(relative.layout.state_max(relative.untried), torch.ones(2, mdp.num_states).double())
+    known = small_agent(untried_bonus=1.0, untried_discount=0.5, untried_known=2)  # one try is not enough
+    known.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+    known.plan([data] * 2)
+    assert torch.equal(known.untried, untried_reach(model, 0.5, known=2))
+    assert known.untried[0, 0] == 1.0 and known.hyperparameters()["untried_known"] == 2
+    assert "untried_known" not in steered.hyperparameters()
+    with pytest.raises(ValueError, match="untried_known"):
+        small_agent(untried_known=0)
 
 
 def test_an_explored_temperature_applies_only_where_nothing_untried_is_in_reach():

@@ -83,6 +83,8 @@ class BatchedInContextAgent(Agent):
         untried_discount: δ ∈ [0, 1) of ``untried_bonus``.
         untried_relative: divide U by its largest value among the state's actions, so the action on the
             shortest route to the unexplored gets β and one on a route k steps longer β δ^k.
+        untried_known: R-max's known threshold m ≥ 1 of the bonus: pairs tried fewer than m times count as
+            untried (1: only the pairs never tried).
         explored_temperature: with the bonus on, the temperature used instead of T in states from which no
             untried pair can be reached (U(s, ·) = 0: there is nothing left to travel to, so less sampling
             noise costs no exploration); None: T everywhere.
@@ -109,6 +111,7 @@ class BatchedInContextAgent(Agent):
         untried_bonus: float | None = None,
         untried_discount: float | None = None,
         untried_relative: bool | None = None,
+        untried_known: int = 1,
         explored_temperature: float | None = None,
         guard: float | None = None,
         evidence: float | None = None,
@@ -125,6 +128,8 @@ class BatchedInContextAgent(Agent):
         if replan_growth is not None and not (math.isfinite(replan_growth) and replan_growth > 0):
             raise ValueError(f"replan_growth must be a positive number or None, got {replan_growth}")
         untried_bonus, untried_discount = checked_untried(untried_bonus, untried_discount)
+        if isinstance(untried_known, bool) or not isinstance(untried_known, int) or untried_known < 1:
+            raise ValueError(f"untried_known must be an integer >= 1, got {untried_known!r}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
@@ -153,6 +158,7 @@ class BatchedInContextAgent(Agent):
         self.replan_growth = replan_growth
         self.episode_commit = bool(episode_commit)
         self.bootstrap = bool(bootstrap)
+        self.untried_known = untried_known
         self.explored_temperature = explored_temperature
         self.guard = guard
         self.evidence = evidence
@@ -210,7 +216,9 @@ class BatchedInContextAgent(Agent):
             self._plan_runs(runs, [counts[r] for r in runs.tolist()])
         if self.untried_bonus > 0:
             model = EmpiricalModel.from_counts(counts, self.layout)
-            self.untried = untried_scores(model, self.untried_discount, self.untried_relative)
+            self.untried = untried_scores(
+                model, self.untried_discount, self.untried_relative, self.untried_known
+            )
             if self.explored_temperature is not None:  # [R, SA] pairs of states with nothing untried in reach
                 self.explored = (self.layout.state_max(self.untried) == 0)[:, self.layout.sa_state]
         if self.episode_commit:
@@ -310,6 +318,7 @@ class BatchedInContextAgent(Agent):
                     "untried_bonus": self.untried_bonus,
                     "untried_discount": self.untried_discount,
                     "untried_relative": self.untried_relative,
+                    **({"untried_known": self.untried_known} if self.untried_known > 1 else {}),
                     **(
                         {"explored_temperature": self.explored_temperature}
                         if self.explored_temperature

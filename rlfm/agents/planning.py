@@ -132,38 +132,43 @@ class EmpiricalModel:
         )
 
 
-def untried_reach(model: EmpiricalModel, discount: float) -> Tensor:
-    r"""(R, SA) how near each pair leads to a pair never tried, along the observed transitions:
+def untried_reach(model: EmpiricalModel, discount: float, known: int = 1) -> Tensor:
+    r"""(R, SA) how near each pair leads to a pair not yet known, along the observed transitions:
 
     .. math::
-        U(s, a) = 1 \text{ if } N(s, a) = 0, \qquad
+        U(s, a) = 1 \text{ if } N(s, a) < m, \qquad
         U(s, a) = \delta \textstyle\sum_{s'} \hat P(s' \mid s, a) \max_b U(s', b) \text{ otherwise},
 
     0 at states seen to end an episode (nothing is left to try there). It is δ^d for a pair d steps of a
-    deterministic path away from the nearest untried pair (R-max's exploration value with reward 1 on
-    untried pairs and discount δ = ``discount`` ∈ [0, 1)); δ = 0 marks the untried pairs alone."""
+    deterministic path away from the nearest unknown pair (R-max's exploration value with reward 1 on
+    pairs tried fewer than m = ``known`` times, its known threshold, and discount δ = ``discount`` ∈
+    [0, 1)); δ = 0 marks the unknown pairs alone. m = 1: the untried pairs."""
     if not 0.0 <= discount < 1.0:
         raise ValueError(f"discount must be in [0, 1), got {discount}")
+    if known < 1:
+        raise ValueError(f"known must be at least 1, got {known}")
     live = ~model.terminal[:, model.layout.sa_state]  # (R, SA)
-    untried = (~model.visited & live).double()
+    is_known = model.count >= known
+    untried = (~is_known & live).double()
     if discount == 0.0:
         return untried
     P = model.matrix(model.p_hat)
 
     def backup(values: Tensor) -> Tensor:
-        return torch.where(model.visited, discount * expectation(P, values), untried)
+        return torch.where(is_known, discount * expectation(P, values), untried)
 
     threshold = stopping_threshold(1.0, discount, RELATIVE_TOLERANCE)
     q, _ = value_iteration(backup, model.layout, threshold, terminal=model.terminal)
     return torch.where(live, q, 0.0)
 
 
-def untried_scores(model: EmpiricalModel, discount: float, relative: bool) -> Tensor:
+def untried_scores(model: EmpiricalModel, discount: float, relative: bool, known: int = 1) -> Tensor:
     """(R, SA) the untried-pair bonus of the in-context agents before its scale β: :func:`untried_reach`
-    U, or with ``relative`` U divided by its largest value among the state's actions (0 where no untried
-    pair can be reached), so that the action on the shortest route to the unexplored gets 1 and one on a
-    route k steps longer δ^k, however far away the untried pairs are."""
-    reach = untried_reach(model, discount)
+    U (pairs tried fewer than ``known`` times count as untried), or with ``relative`` U divided by its
+    largest value among the state's actions (0 where no untried pair can be reached), so that the action
+    on the shortest route to the unexplored gets 1 and one on a route k steps longer δ^k, however far away
+    the untried pairs are."""
+    reach = untried_reach(model, discount, known)
     if not relative:
         return reach
     largest = model.layout.state_max(reach)[:, model.layout.sa_state]  # (R, SA)

@@ -150,6 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
         " and a route k steps longer BETA * DELTA^k, however far away (default: the network's own)",
     )
     parser.add_argument(
+        "--untried-known",
+        type=int,
+        default=None,
+        metavar="M",
+        help="online: the untried bonus's known threshold: pairs tried fewer than M times count as untried "
+        "(default: 1, only pairs never tried)",
+    )
+    parser.add_argument(
         "--explored-temperature",
         type=float,
         default=None,
@@ -338,6 +346,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--untried-bonus must be a finite number >= 0, got {args.untried_bonus}")
     if args.untried_discount is not None and not 0.0 <= args.untried_discount < 1.0:
         raise ValueError(f"--untried-discount must be in [0, 1), got {args.untried_discount}")
+    if args.untried_known is not None and args.untried_known < 1:
+        raise ValueError(f"--untried-known must be at least 1, got {args.untried_known}")
     if args.guard is not None and not (math.isfinite(args.guard) and args.guard > 0):
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
@@ -354,7 +364,13 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
         )
-    online_only = ("untried_bonus", "untried_discount", "untried_relative", "explored_temperature")
+    online_only = (
+        "untried_bonus",
+        "untried_discount",
+        "untried_relative",
+        "untried_known",
+        "explored_temperature",
+    )
     for flag in ("episode_commit", "bootstrap", *online_only):
         if getattr(args, flag) is not None and args.mode != "online":
             raise ValueError(
@@ -428,6 +444,7 @@ RLFM_FLAGS = (
     "untried_bonus",
     "untried_discount",
     "untried_relative",
+    "untried_known",
     "explored_temperature",
     "guard",
     "evidence",
