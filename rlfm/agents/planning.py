@@ -149,13 +149,13 @@ def untried_reach(model: EmpiricalModel, discount: float, known: int = 1) -> Ten
         raise ValueError(f"known must be at least 1, got {known}")
     live = ~model.terminal[:, model.layout.sa_state]  # (R, SA)
     is_known = model.count >= known
-    untried = (~is_known & live).double()
+    unknown = (~is_known & live).double()
     if discount == 0.0:
-        return untried
+        return unknown
     P = model.matrix(model.p_hat)
 
     def backup(values: Tensor) -> Tensor:
-        return torch.where(is_known, discount * expectation(P, values), untried)
+        return torch.where(is_known, discount * expectation(P, values), unknown)
 
     threshold = stopping_threshold(1.0, discount, RELATIVE_TOLERANCE)
     q, _ = value_iteration(backup, model.layout, threshold, terminal=model.terminal)
