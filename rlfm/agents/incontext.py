@@ -18,6 +18,7 @@ network with a value head read greedily (``greedy_from="value"``) the argmax of 
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 from typing import Any, ClassVar
@@ -151,7 +152,9 @@ class BatchedInContextAgent(Agent):
         self.packaged = network is None and checkpoint is None  # the shipped network by size, at start
         self.network_name = "default"  # of the packaged network (until start sees the MDP's size)
         self.requested = (temperature, untried_bonus, untried_discount, untried_relative)
-        self._use(network if network is not None else load_network(checkpoint))
+        if network is None:  # the packaged default comes from the shared cache until start sees the size
+            network = packaged_network(1) if self.packaged else load_network(checkpoint)
+        self._use(network)
         self.num_layers = num_layers
         self.max_layers = max_layers
         self.warm_start = warm_start
@@ -170,7 +173,11 @@ class BatchedInContextAgent(Agent):
         self.layers_used: list[int] = []
 
     def _use(self, network: PolicyNetwork) -> None:
-        """Act with ``network``: the settings not given to the constructor become its own defaults."""
+        """Act with ``network``: the settings not given to the constructor become its own defaults. A shipped
+        network is shared (:func:`packaged_network` caches it on the CPU), so it is copied, not moved, to
+        another device."""
+        if self.packaged and self.device != torch.device("cpu"):
+            network = copy.deepcopy(network)
         self.network = network.to(self.device).eval()
         temperature, bonus, discount, relative = self.requested
         self.temperature = network.acting_temperature if temperature is None else temperature
@@ -321,7 +328,7 @@ class BatchedInContextAgent(Agent):
                     **({"untried_known": self.untried_known} if self.untried_known > 1 else {}),
                     **(
                         {"explored_temperature": self.explored_temperature}
-                        if self.explored_temperature
+                        if self.explored_temperature is not None
                         else {}
                     ),
                 }
