@@ -312,6 +312,9 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--untried-known", ["--mode", "offline", "--agents", "rlfm", "--untried-known", "2"]),
         ("--greedy-checkpoint", ["--agents", "ce", "--greedy-checkpoint", "default"]),
         ("--greedy-checkpoint", ["--agents", "rlfm", "--greedy-checkpoint", "default", "--evidence", "1"]),
+        ("--ensemble", ["--agents", "ce", "--ensemble", "default"]),
+        ("--ensemble", ["--agents", "rlfm", "--ensemble", ","]),
+        ("--ensemble", ["--agents", "rlfm", "--ensemble", "default", "--greedy-checkpoint", "planner"]),
     ):
         with pytest.raises(SystemExit):
             benchmark_main([*flags, "--out", str(tmp_path)])

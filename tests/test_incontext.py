@@ -381,6 +381,48 @@ def test_a_greedy_checkpoint_reads_the_greedy_policy_while_the_network_acts():
         small_agent(greedy_checkpoint="default", evidence=1.0)
 
 
+def test_an_ensemble_acts_and_reads_greedily_on_the_networks_mean_log_policy():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(64,)), torch.Generator().manual_seed(0))[0]
+    plain, with_shipped, pair = (
+        small_agent(),
+        small_agent(ensemble=["default"]),
+        small_agent(ensemble=["planner"]),
+    )
+    partner_alone = BatchedInContextAgent(checkpoint="planner")  # reads other graph columns: its own batch
+    for agent in (plain, pair, partner_alone, with_shipped):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    layout = plain.layout
+
+    def log_policy(logits: torch.Tensor) -> torch.Tensor:  # [R, SA] per-state log-softmax
+        padded = layout.padded(logits)
+        return torch.log_softmax(padded, dim=-1)[padded.isfinite()].view_as(logits)
+
+    mean = (log_policy(plain.logits) + log_policy(partner_alone.logits)) / 2
+    assert torch.allclose(pair.logits, mean, atol=1e-6)
+    greedy_mean = (log_policy(plain.greedy_scores) + log_policy(partner_alone.greedy_scores)) / 2
+    assert torch.allclose(pair.greedy_scores, greedy_mean, atol=1e-6)
+    assert pair.hyperparameters()["ensemble"] == ["planner"] and "ensemble" not in plain.hyperparameters()
+    assert not torch.equal(with_shipped.greedy_scores, plain.greedy_scores)
+    with pytest.raises(ValueError, match="ensemble"):
+        small_agent(ensemble=["default"], greedy_checkpoint="default")
+    with pytest.raises(ValueError, match="ensemble"):
+        small_agent(ensemble=["default"], warm_start=True)
+
+
+def test_an_ensemble_of_a_network_with_itself_is_that_network():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(64,)), torch.Generator().manual_seed(0))[0]
+    alone, doubled = BatchedInContextAgent("default"), BatchedInContextAgent("default", ensemble=["default"])
+    for agent in (alone, doubled):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    assert torch.equal(alone.greedy_policy(), doubled.greedy_policy())
+    states = torch.tensor([0, 4])
+    assert torch.equal(alone.act(states), doubled.act(states))  # same sampling probabilities, same draws
+
+
 @pytest.mark.parametrize("num_layers", [None, 3])
 def test_agents_sample_the_acting_head_and_read_the_greedy_policy_from_the_policy_head(num_layers):
     mdp = gridworld(3)

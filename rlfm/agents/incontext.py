@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -32,8 +33,8 @@ from rlfm.agents.guard import evidence_scores, guarded_actions
 from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
-from rlfm.graph import observation_graphs
-from rlfm.network import PolicyNetwork, checked_untried
+from rlfm.graph import OF, STATE, observation_graphs
+from rlfm.network import PolicyNetwork, checked_untried, log_group_softmax
 from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
@@ -92,6 +93,11 @@ class BatchedInContextAgent(Agent):
         replan_growth: κ > 0 re-plans a run only once its transitions have grown by the factor 1 + κ since
             its last plan (n ≥ (1 + κ)·n_last), keeping its policy in between: about log(n_end / n_first) /
             log(1 + κ) plans instead of one per episode, all early ones kept. None: plan on every call.
+        ensemble: more network files (or shipped names) planned beside the first on the same counts: the
+            agent averages the networks' log-policies per state, for acting (acting heads) and for the
+            greedy policy (policy heads), i.e. it uses their normalised geometric mean
+            π(a | s) ∝ Π_i π_i(a | s)^{1/n}. The temperature and the untried bonus stay the first network's.
+            Empty: the first network alone (n times the network calls otherwise).
         device: where the network runs (default: CPU).
     """
 
@@ -118,6 +124,7 @@ class BatchedInContextAgent(Agent):
         evidence: float | None = None,
         holdout: bool = False,
         greedy_checkpoint: str | Path | None = None,
+        ensemble: Sequence[str | Path] = (),
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -142,6 +149,12 @@ class BatchedInContextAgent(Agent):
         if greedy_checkpoint is not None and evidence is not None:
             raise ValueError(
                 "evidence weighs the acting network's policy: it cannot read a greedy_checkpoint"
+            )
+        ensemble = tuple(ensemble)
+        if ensemble and (warm_start or greedy_checkpoint is not None):
+            raise ValueError(
+                "an ensemble plans every network from scratch on the same counts: it cannot be combined"
+                " with warm_start or a greedy_checkpoint"
             )
         if replan_growth is not None and warm_start:
             raise ValueError(
@@ -170,6 +183,12 @@ class BatchedInContextAgent(Agent):
         self.greedy_network = (
             None if greedy_checkpoint is None else load_network(greedy_checkpoint).to(self.device).eval()
         )
+        self.ensemble = ensemble
+        self.partners = [load_network(path).to(self.device).eval() for path in ensemble]
+        if self.partners and any(n.greedy_from != "policy" for n in (self.network, *self.partners)):
+            raise ValueError(
+                "an ensemble averages policy heads: a network read greedily by value cannot join"
+            )
         self.layers_used: list[int] = []
 
     def _use(self, network: PolicyNetwork) -> None:
@@ -234,12 +253,10 @@ class BatchedInContextAgent(Agent):
     def _plan_runs(self, runs: Tensor, counts: list[Counts]) -> None:
         """Run the network on the graphs of ``counts`` and store their policies in rows ``runs``."""
         batches: dict[bool, Batch] = {}  # by reads_planner_columns: both networks may read the same graphs
-        acting, logits, greedy_scores, layers = self._readout(
-            self.network, counts, batches, warm=self.warm_start
-        )
+        acting, logits, greedy_scores, layers = self._ensemble_readout(counts, batches)
         if self.bootstrap:  # act on a resampled dataset; the readouts of the counts themselves stay
             resampled = [c.bootstrap(self.generator) for c in counts]
-            acting = self._readout(self.network, resampled, {}, warm=False)[0]
+            acting = self._ensemble_readout(resampled, {}, warm=False)[0]
         if self.greedy_network is not None:
             greedy_scores = self._readout(self.greedy_network, counts, batches, warm=False)[2]
         self.layers_used.append(layers)
@@ -263,9 +280,29 @@ class BatchedInContextAgent(Agent):
 
     def _greedy_actions(self, counts: list[Counts]) -> Tensor:
         """(len(counts), S) the greedy actions of the network that gives the greedy policy, on ``counts``."""
-        network = self.network if self.greedy_network is None else self.greedy_network
-        scores = self._readout(network, counts, {}, warm=False)[2]
+        if self.greedy_network is None:
+            scores = self._ensemble_readout(counts, {}, warm=False)[2]
+        else:
+            scores = self._readout(self.greedy_network, counts, {}, warm=False)[2]
         return self.layout.greedy_actions(scores.double().cpu().view(len(counts), self.layout.num_pairs))
+
+    def _ensemble_readout(
+        self, counts: list[Counts], batches: dict[bool, Batch], warm: bool | None = None
+    ) -> tuple[Tensor, Tensor, Tensor, int]:
+        """:meth:`_readout` of the acting network, or with an ensemble the mean over its networks of the
+        per-state log-softmax of each readout (acting, policy; the greedy scores are the mean log-policy)."""
+        warm = self.warm_start if warm is None else warm
+        first = self._readout(self.network, counts, batches, warm=warm)
+        if not self.partners:
+            return first
+        batch = batches[self.network.reads_planner_columns]
+        sa_state, num_states = batch[OF].edge_index[1], batch[STATE].num_nodes
+        readouts = [first] + [self._readout(p, counts, batches, warm=False) for p in self.partners]
+        acting, logits = (
+            torch.stack([log_group_softmax(r[i], sa_state, num_states) for r in readouts]).mean(0)
+            for i in (0, 1)
+        )
+        return acting, logits, logits, max(r[3] for r in readouts)
 
     def _readout(
         self, network: PolicyNetwork, counts: list[Counts], batches: dict[bool, Batch], warm: bool
@@ -338,6 +375,7 @@ class BatchedInContextAgent(Agent):
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),
+            **({"ensemble": [str(path) for path in self.ensemble]} if self.ensemble else {}),
             **(
                 {"greedy_checkpoint": str(self.greedy_checkpoint)}
                 if self.greedy_checkpoint is not None

@@ -95,6 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--checkpoint still chooses the actions (default: off)",
     )
     parser.add_argument(
+        "--ensemble",
+        type=_checkpoint_list,
+        default=None,
+        metavar="CHECKPOINT[,CHECKPOINT...]",
+        help="more networks planned beside rlfm's on the same counts; it acts and reads its greedy policy from "
+        "the networks' mean log-policy (n times the network calls; default: off)",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -360,6 +368,10 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--evidence weighs the acting network's policy: it cannot read a --greedy-checkpoint"
         )
+    if args.ensemble is not None and args.greedy_checkpoint is not None:
+        raise ValueError(
+            "--ensemble plans every network on the same counts: it cannot take a --greedy-checkpoint"
+        )
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -404,6 +416,14 @@ def _sizes(text: str) -> tuple[int, ...]:
     return tuple(sorted(set(sizes)))
 
 
+def _checkpoint_list(text: str) -> tuple[str, ...]:
+    """The comma-separated checkpoints of ``--ensemble``."""
+    names = tuple(_names(text))
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated checkpoints, got {text!r}")
+    return names
+
+
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -437,6 +457,7 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 RLFM_FLAGS = (
     "checkpoint",
     "greedy_checkpoint",
+    "ensemble",
     "temperature",
     "replan_growth",
     "episode_commit",
