@@ -343,6 +343,12 @@ def test_the_packaged_default_is_the_planner_network_above_256_states():
         assert batched.hyperparameters()["checkpoint"] == f"packaged {name}"
         assert batched.untried_bonus == load_network(name).acting_untried_bonus
         assert not forced.network.planner_inputs and forced.hyperparameters()["checkpoint"] == "default"
+        # an ensemble joins the count-only network: above 256 states the planner network plans alone
+        alone, joined = BatchedInContextAgent(), BatchedInContextAgent(ensemble=["default"])
+        for each in (alone, joined):
+            each.start(torch.full((states,), 2), 0.9, runs=1, generator=torch.Generator().manual_seed(0))
+            each.plan([counts])
+        assert torch.equal(alone.greedy_scores, joined.greedy_scores) == (name == "planner")
 
 
 @pytest.mark.parametrize("readout, strength", [("guard", 0.001), ("evidence", 1.0)])

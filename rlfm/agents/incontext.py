@@ -97,7 +97,8 @@ class BatchedInContextAgent(Agent):
             agent averages the networks' log-policies per state, for acting (acting heads) and for the
             greedy policy (policy heads), i.e. it uses their normalised geometric mean
             π(a | s) ∝ Π_i π_i(a | s)^{1/n}. The temperature and the untried bonus stay the first network's.
-            Empty: the first network alone (n times the network calls otherwise).
+            Where the shipped default hands an MDP of more than 256 states to the planner network, that
+            network plans alone. Empty: the first network alone (n times the network calls otherwise).
         device: where the network runs (default: CPU).
     """
 
@@ -293,11 +294,12 @@ class BatchedInContextAgent(Agent):
         per-state log-softmax of each readout (acting, policy; the greedy scores are the mean log-policy)."""
         warm = self.warm_start if warm is None else warm
         first = self._readout(self.network, counts, batches, warm=warm)
-        if not self.partners:
+        partners = [] if self.network_name == "planner" else self.partners
+        if not partners:
             return first
         batch = batches[self.network.reads_planner_columns]
         sa_state, num_states = batch[OF].edge_index[1], batch[STATE].num_nodes
-        readouts = [first] + [self._readout(p, counts, batches, warm=False) for p in self.partners]
+        readouts = [first] + [self._readout(p, counts, batches, warm=False) for p in partners]
         acting, logits = (
             torch.stack([log_group_softmax(r[i], sa_state, num_states) for r in readouts]).mean(0)
             for i in (0, 1)

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="CHECKPOINT[,CHECKPOINT...]",
         help="more networks planned beside rlfm's on the same counts; it acts and reads its greedy policy from "
-        "the networks' mean log-policy (n times the network calls; default: off)",
+        "the networks' mean log-policy (n times the network calls; with the shipped default, MDPs of more than "
+        "256 states stay the planner network's alone; default: off)",
     )
     parser.add_argument(
         "--temperature",
