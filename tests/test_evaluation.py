@@ -315,6 +315,8 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--ensemble", ["--agents", "ce", "--ensemble", "default"]),
         ("--ensemble", ["--agents", "rlfm", "--ensemble", ","]),
         ("--ensemble", ["--agents", "rlfm", "--ensemble", "default", "--greedy-checkpoint", "planner"]),
+        ("--ensemble-greedy", ["--agents", "rlfm", "--ensemble-greedy", "no"]),
+        ("--ensemble-greedy", ["--agents", "rlfm", "--ensemble", "default", "--ensemble-greedy", "maybe"]),
     ):
         with pytest.raises(SystemExit):
             benchmark_main([*flags, "--out", str(tmp_path)])

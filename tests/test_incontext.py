@@ -396,7 +396,8 @@ def test_an_ensemble_acts_and_reads_greedily_on_the_networks_mean_log_policy():
         small_agent(ensemble=["planner"]),
     )
     partner_alone = BatchedInContextAgent(checkpoint="planner")  # reads other graph columns: its own batch
-    for agent in (plain, pair, partner_alone, with_shipped):
+    acting_only = small_agent(ensemble=["planner"], ensemble_greedy=False)
+    for agent in (plain, pair, partner_alone, with_shipped, acting_only):
         agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
         agent.plan(data)
     layout = plain.layout
@@ -411,6 +412,9 @@ def test_an_ensemble_acts_and_reads_greedily_on_the_networks_mean_log_policy():
     assert torch.allclose(pair.greedy_scores, greedy_mean, atol=1e-6)
     assert pair.hyperparameters()["ensemble"] == ["planner"] and "ensemble" not in plain.hyperparameters()
     assert not torch.equal(with_shipped.greedy_scores, plain.greedy_scores)
+    assert torch.equal(acting_only.logits, pair.logits)  # the ensemble acts
+    assert torch.equal(acting_only.greedy_scores, plain.greedy_scores)  # the first network reads greedily
+    assert acting_only.hyperparameters()["ensemble_greedy"] is False
     with pytest.raises(ValueError, match="ensemble"):
         small_agent(ensemble=["default"], greedy_checkpoint="default")
     with pytest.raises(ValueError, match="ensemble"):

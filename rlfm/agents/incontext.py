@@ -99,6 +99,7 @@ class BatchedInContextAgent(Agent):
             π(a | s) ∝ Π_i π_i(a | s)^{1/n}. The temperature and the untried bonus stay the first network's.
             Where the shipped default hands an MDP of more than 256 states to the planner network, that
             network plans alone. Empty: the first network alone (n times the network calls otherwise).
+        ensemble_greedy: False keeps the greedy policy the first network's alone, so the ensemble only acts.
         device: where the network runs (default: CPU).
     """
 
@@ -126,6 +127,7 @@ class BatchedInContextAgent(Agent):
         holdout: bool = False,
         greedy_checkpoint: str | Path | None = None,
         ensemble: Sequence[str | Path] = (),
+        ensemble_greedy: bool = True,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -185,6 +187,7 @@ class BatchedInContextAgent(Agent):
             None if greedy_checkpoint is None else load_network(greedy_checkpoint).to(self.device).eval()
         )
         self.ensemble = ensemble
+        self.ensemble_greedy = bool(ensemble_greedy)
         self.partners = [load_network(path).to(self.device).eval() for path in ensemble]
         if self.partners and any(n.greedy_from != "policy" for n in (self.network, *self.partners)):
             raise ValueError(
@@ -304,7 +307,8 @@ class BatchedInContextAgent(Agent):
             torch.stack([log_group_softmax(r[i], sa_state, num_states) for r in readouts]).mean(0)
             for i in (0, 1)
         )
-        return acting, logits, logits, max(r[3] for r in readouts)
+        greedy = logits if self.ensemble_greedy else first[2]
+        return acting, logits, greedy, max(r[3] for r in readouts)
 
     def _readout(
         self, network: PolicyNetwork, counts: list[Counts], batches: dict[bool, Batch], warm: bool
@@ -378,6 +382,7 @@ class BatchedInContextAgent(Agent):
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"holdout": True} if self.holdout else {}),
             **({"ensemble": [str(path) for path in self.ensemble]} if self.ensemble else {}),
+            **({"ensemble_greedy": False} if self.ensemble and not self.ensemble_greedy else {}),
             **(
                 {"greedy_checkpoint": str(self.greedy_checkpoint)}
                 if self.greedy_checkpoint is not None

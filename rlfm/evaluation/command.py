@@ -104,6 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
         "256 states stay the planner network's alone; default: off)",
     )
     parser.add_argument(
+        "--ensemble-greedy",
+        type=_yes_no,
+        nargs="?",
+        const=True,
+        default=None,
+        metavar="yes|no",
+        help="with --ensemble: no keeps the greedy policy the first network's, so the ensemble only acts"
+        " (default: yes)",
+    )
+    parser.add_argument(
         "--temperature",
         type=float,
         default=None,
@@ -373,6 +383,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--ensemble plans every network on the same counts: it cannot take a --greedy-checkpoint"
         )
+    if args.ensemble_greedy is not None and args.ensemble is None:
+        raise ValueError("--ensemble-greedy says how an --ensemble is read: give --ensemble too")
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -459,6 +471,7 @@ RLFM_FLAGS = (
     "checkpoint",
     "greedy_checkpoint",
     "ensemble",
+    "ensemble_greedy",
     "temperature",
     "replan_growth",
     "episode_commit",
