@@ -284,10 +284,12 @@ class BatchedInContextAgent(Agent):
 
     def _greedy_actions(self, counts: list[Counts]) -> Tensor:
         """(len(counts), S) the greedy actions of the network that gives the greedy policy, on ``counts``."""
-        if self.greedy_network is None:
-            scores = self._ensemble_readout(counts, {}, warm=False)[2]
-        else:
+        if self.greedy_network is not None:
             scores = self._readout(self.greedy_network, counts, {}, warm=False)[2]
+        elif self.ensemble_greedy:
+            scores = self._ensemble_readout(counts, {}, warm=False)[2]
+        else:  # an ensemble that only acts: the first network alone reads greedily
+            scores = self._readout(self.network, counts, {}, warm=False)[2]
         return self.layout.greedy_actions(scores.double().cpu().view(len(counts), self.layout.num_pairs))
 
     def _ensemble_readout(
