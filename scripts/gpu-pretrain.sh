@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Pretrain the shipped recipe (configs/pretrained.yaml) on a GPU machine that has torch, torch-geometric and
+# lightning but not this project's other dependencies, for a fixed wall-clock budget, and keep what it wrote.
+#
+#   bash scripts/gpu-pretrain.sh fetch          # here, with pip: the missing wheels into .whl/ (ignored by git)
+#   bash scripts/gpu-pretrain.sh run [MINUTES]  # there, from the repository root, .whl/ carried along:
+#                                               # installs them into /tmp/site, trains MINUTES (default 8) with
+#                                               # the recipe on the GPU and exports the network to $OUT
+#
+# Settings by environment: ACCELERATOR (gpu), WORKERS (data loader processes, 12: the prior is sampled on the
+# CPU), SEED (0), EXTRA (more `rlfm fit` arguments, e.g. "--trainer.max_steps 20000"). With ACCELERATOR=cpu
+# and a short MINUTES it runs anywhere the project is installed (the smoke test before a device session).
+# The recipe's cosine schedule spans max_steps (6,000): a run stopped by the clock before that never reaches
+# its low learning rate, so once the GPU's steps per minute are known, give EXTRA="--trainer.max_steps N"
+# with N that fits the budget. The log (fit.log), the network (network.pt, the compact format of
+# `rlfm export`) and the TensorBoard events (tensorboard.tgz) are written to $OUT (./gpu-run without it).
+set -euo pipefail
+WHEELS=(jsonargparse==4.53.0 docstring-parser==0.18.0 typeshed-client==2.15.0 gymnasium==1.4.0
+        farama-notifications==0.0.6)
+
+case "${1:-}" in
+fetch)
+  python3 -m pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl "${WHEELS[@]}"
+  ls .whl
+  ;;
+run)
+  minutes="${2:-8}"
+  out="${OUT:-gpu-run}"
+  mkdir -p "$out"
+  if [ -d .whl ]; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH="/tmp/site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+  python3 - <<'PY'
+import torch
+print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
+PY
+  logs="$(mktemp -d)"
+  start=$(date +%s)
+  # shellcheck disable=SC2086
+  python3 -m rlfm fit --config configs/pretrained.yaml \
+    --seed_everything "${SEED:-0}" --data.init_args.seed "${SEED:-0}" \
+    --trainer.accelerator "${ACCELERATOR:-gpu}" --trainer.max_time "00:00:$(printf '%02d' "$minutes"):00" \
+    --trainer.default_root_dir "$logs" --data.init_args.num_workers "${WORKERS:-12}" ${EXTRA:-} \
+    2>&1 | tr '\r' '\n' | grep -v "^Epoch .*it/s" | tee "$out/fit.log"
+  echo "trained for $(( $(date +%s) - start )) s" | tee -a "$out/fit.log"
+  last="$(ls -t "$logs"/lightning_logs/version_*/checkpoints/last.ckpt | head -1)"
+  python3 -m rlfm export "$last" "$out/network.pt" --note "configs/pretrained.yaml on $(hostname), ${minutes} min"
+  tar -czf "$out/tensorboard.tgz" --exclude='*.ckpt' -C "$logs" lightning_logs
+  ;;
+*)
+  echo "usage: bash scripts/gpu-pretrain.sh fetch | run [MINUTES]" >&2
+  exit 2
+  ;;
+esac
