@@ -47,7 +47,7 @@ PY
     2>&1 | tr '\r' '\n' | grep -v "^Epoch .*it/s" | tee "$out/fit.log"
   echo "trained for $(( $(date +%s) - start )) s" | tee -a "$out/fit.log"
   last="$(ls -t "$logs"/lightning_logs/version_*/checkpoints/last.ckpt | head -1)"
-  python3 -m rlfm export "$last" "$out/network.pt" --note "configs/pretrained.yaml on $(hostname), ${minutes} min"
+  python3 -m rlfm export "$last" "$out/network.pt" --note "configs/pretrained.yaml on $(uname -n), ${minutes} min"
   tar -czf "$out/tensorboard.tgz" --exclude='*.ckpt' -C "$logs" lightning_logs
   ;;
 *)
