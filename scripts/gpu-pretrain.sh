@@ -37,14 +37,15 @@ import torch
 print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
       torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")
 PY
-  logs="$(mktemp -d)"
+  logs="$(mktemp -d)"  # checkpoints stay here (removed on exit); only the exports go to $OUT
+  trap 'rm -rf "$logs"' EXIT
   start=$(date +%s)
   # shellcheck disable=SC2086
   python3 -m rlfm fit --config configs/pretrained.yaml \
     --seed_everything "${SEED:-0}" --data.init_args.seed "${SEED:-0}" \
     --trainer.accelerator "${ACCELERATOR:-gpu}" --trainer.max_time "00:00:$(printf '%02d' "$minutes"):00" \
     --trainer.default_root_dir "$logs" --data.init_args.num_workers "${WORKERS:-12}" ${EXTRA:-} \
-    2>&1 | tr '\r' '\n' | grep -v "^Epoch .*it/s" | tee "$out/fit.log"
+    2>&1 | tr '\r' '\n' | { grep -v "^Epoch .*it/s" || true; } | tee "$out/fit.log"
   echo "trained for $(( $(date +%s) - start )) s" | tee -a "$out/fit.log"
   last="$(ls -t "$logs"/lightning_logs/version_*/checkpoints/last.ckpt | head -1)"
   python3 -m rlfm export "$last" "$out/network.pt" --note "configs/pretrained.yaml on $(uname -n), ${minutes} min"
