@@ -12,7 +12,8 @@
 - ``rlfm solve --env ENV_ID ...``: agents in a gymnasium environment with Discrete spaces, by reset/step.
 - ``rlfm speed prior | model | inference``: data, training-step and prediction speed benchmarks.
 - ``rlfm export CHECKPOINT OUT``: a compact network file (weights and sizes) from a training checkpoint.
-- ``rlfm summary RUN_DIR``: a run's last validation and test numbers, read from its TensorBoard events.
+- ``rlfm summary RUN_DIR [RUN_DIR ...]``: a run's last validation and test numbers (``--curve TAG``: a
+  scalar's history), read from its TensorBoard events; a resumed run's folders are read as one.
 
 ``rlfm --help`` lists them. Bad input is one line on stderr and exit status 2.
 """
@@ -33,7 +34,7 @@ COMMANDS = {
     "solve": "run rlfm and Q-learning in a gymnasium environment with Discrete spaces (--env ID)",
     "speed": "measure data, model and inference speed (prior | model | inference)",
     "export": "write a compact network file from a training checkpoint (CHECKPOINT OUT)",
-    "summary": "print a run's last validation and test numbers (RUN_DIR)",
+    "summary": "print a run's last validation and test numbers or a scalar's history (RUN_DIR ...)",
 }
 USAGE = (
     "usage: rlfm {"

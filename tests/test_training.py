@@ -17,6 +17,7 @@ from rlfm.examples import ExampleSampler
 from rlfm.graph import CE_ADVANTAGE, TARGET_TEMPERATURE
 from rlfm.pretrained import export, load_network
 from rlfm.prior import Prior, ReferencePrior
+from rlfm.summary import read_run
 from rlfm.system import PolicyLearner, acting_target, relative_advantages
 from tests.ddp_probe import RecordingLearner
 
@@ -73,6 +74,28 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
         "val/normalized_value/val_gridworld_4x4"
         in json.loads((tmp_path / "summary.json").read_text())["scalars"]
     )
+    # resumed: two more steps logged into version_1; summary reads both folders as one run
+    main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--trainer.max_steps",
+            "6",
+            "--ckpt_path",
+            str(run / "checkpoints" / "last.ckpt"),
+        ]
+    )
+    resumed = tmp_path / "lightning_logs" / "version_1"
+    summary, first, second = read_run([run, resumed]), read_run(run), read_run(resumed)
+    for tag in ("train/loss", "val/normalized_value"):
+        assert summary["curves"][tag] == first["curves"][tag] + second["curves"][tag]
+        assert first["curves"][tag][-1][0] < second["curves"][tag][0][0]  # the resumed steps come later
+    assert len(summary["curves"]["train/loss"]) == 6  # logged at every step: 4, then 2 more
+    assert summary["scalars"] == second["scalars"] and summary["steps"] == second["steps"]
+    assert main(["summary", str(run), str(resumed), "--curve", "val/normalized_value"]) == 0
+    with pytest.raises(SystemExit):
+        main(["summary", str(run), "--curve", "no/such/tag"])
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
