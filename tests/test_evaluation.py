@@ -316,6 +316,12 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--ensemble", ["--agents", "rlfm", "--ensemble", ","]),
         ("--ensemble", ["--agents", "rlfm", "--ensemble", "default", "--greedy-checkpoint", "planner"]),
         ("--ensemble-greedy", ["--agents", "rlfm", "--ensemble-greedy", "no"]),
+        ("--default-checkpoint", ["--agents", "ce", "--default-checkpoint", "default"]),
+        (
+            "--default-checkpoint",
+            ["--agents", "rlfm", "--default-checkpoint", "planner", "--checkpoint", "default"],
+        ),
+        ("no-such-file.pt", ["--agents", "rlfm", "--default-checkpoint", "no-such-file.pt"]),
         ("--ensemble-greedy", ["--agents", "rlfm", "--ensemble", "default", "--ensemble-greedy", "maybe"]),
     ):
         with pytest.raises(SystemExit):

@@ -349,6 +349,16 @@ def test_the_packaged_default_is_the_planner_network_above_256_states():
             each.start(torch.full((states,), 2), 0.9, runs=1, generator=torch.Generator().manual_seed(0))
             each.plan([counts])
         assert torch.equal(alone.greedy_scores, joined.greedy_scores) == (name == "planner")
+        # a candidate for the default takes the count-only network's place: the size rule stays
+        candidate = BatchedInContextAgent(default_checkpoint="planner")
+        candidate.start(torch.full((states,), 2), 0.9, runs=1, generator=torch.Generator().manual_seed(0))
+        assert candidate.network.planner_inputs  # the stand-in below 256 states, the planner network above
+        assert (candidate.network is packaged_network(states)) == (name == "planner")
+        assert candidate.hyperparameters()["checkpoint"] == (
+            "planner (as the packaged default)" if name == "default" else "packaged planner"
+        )
+    with pytest.raises(ValueError, match="default_checkpoint"):
+        BatchedInContextAgent(checkpoint="default", default_checkpoint="planner")
 
 
 @pytest.mark.parametrize("readout, strength", [("guard", 0.001), ("evidence", 1.0)])

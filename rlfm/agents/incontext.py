@@ -100,6 +100,9 @@ class BatchedInContextAgent(Agent):
             Where the shipped default hands an MDP of more than 256 states to the planner network, that
             network plans alone. Empty: the first network alone (n times the network calls otherwise).
         ensemble_greedy: False keeps the greedy policy the first network's alone, so the ensemble only acts.
+        default_checkpoint: a network file that takes the shipped default network's place in the size rule
+            (MDPs of at most 256 states; larger ones still go to the planner network), so a candidate for
+            the default is judged as it would ship. Only without ``checkpoint`` and ``network``.
         device: where the network runs (default: CPU).
     """
 
@@ -128,6 +131,7 @@ class BatchedInContextAgent(Agent):
         greedy_checkpoint: str | Path | None = None,
         ensemble: Sequence[str | Path] = (),
         ensemble_greedy: bool = True,
+        default_checkpoint: str | Path | None = None,
         device: str | torch.device = "cpu",
     ) -> None:
         if temperature is not None and temperature <= 0:
@@ -166,10 +170,17 @@ class BatchedInContextAgent(Agent):
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.packaged = network is None and checkpoint is None  # the shipped network by size, at start
+        if default_checkpoint is not None and not self.packaged:
+            raise ValueError(
+                "default_checkpoint replaces the shipped default network in the size rule: it cannot be"
+                " combined with a checkpoint or network, which is used at every size"
+            )
+        self.default_checkpoint = default_checkpoint
+        self.default_network = None if default_checkpoint is None else load_network(default_checkpoint)
         self.network_name = "default"  # of the packaged network (until start sees the MDP's size)
         self.requested = (temperature, untried_bonus, untried_discount, untried_relative)
         if network is None:  # the packaged default comes from the shared cache until start sees the size
-            network = packaged_network(1) if self.packaged else load_network(checkpoint)
+            network = self._packaged(1) if self.packaged else load_network(checkpoint)
         self._use(network)
         self.num_layers = num_layers
         self.max_layers = max_layers
@@ -208,10 +219,17 @@ class BatchedInContextAgent(Agent):
         self.untried_discount = network.acting_untried_discount if discount is None else discount
         self.untried_relative = network.acting_untried_relative if relative is None else relative
 
+    def _packaged(self, num_states: int) -> PolicyNetwork:
+        """The network the size rule gives an MDP of ``num_states`` states (:func:`packaged_network`), with
+        ``default_checkpoint``'s network, if given, in the shipped default's place."""
+        if self.default_network is not None and packaged_name(num_states) == "default":
+            return self.default_network
+        return packaged_network(num_states)
+
     def start(self, num_actions: Tensor, gamma: float, runs: int, generator: Generator) -> None:
         if self.packaged:
             self.network_name = packaged_name(len(num_actions))
-            self._use(packaged_network(len(num_actions)))
+            self._use(self._packaged(len(num_actions)))
         self.layout = ActionLayout(num_actions)
         self.gamma, self.runs, self.generator = float(gamma), runs, generator
         # [R, SA] the logits actions are sampled from (the acting head's, if any); no data: uniform
@@ -358,7 +376,11 @@ class BatchedInContextAgent(Agent):
 
     def hyperparameters(self) -> dict[str, Any]:
         return {
-            "checkpoint": network_label(self.checkpoint, self.network_name if self.packaged else None),
+            "checkpoint": (
+                f"{self.default_checkpoint} (as the packaged default)"
+                if self.default_network is not None and self.network_name == "default"
+                else network_label(self.checkpoint, self.network_name if self.packaged else None)
+            ),
             "temperature": self.temperature,
             "num_layers": self.num_layers if self.num_layers is not None else self._default_depth(),
             **({"warm_start": True} if self.warm_start else {}),

@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "states, the planner network above)",
     )
     parser.add_argument(
+        "--default-checkpoint",
+        default=None,
+        metavar="CHECKPOINT",
+        help="a network in the shipped count-only network's place in the size rule (MDPs of at most 256 "
+        "states; larger ones still go to the planner network): a candidate for the default, judged as it "
+        "would ship; not with --checkpoint (default: off)",
+    )
+    parser.add_argument(
         "--greedy-checkpoint",
         default=None,
         metavar="CHECKPOINT",
@@ -383,6 +391,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--ensemble plans every network on the same counts: it cannot take a --greedy-checkpoint"
         )
+    if args.default_checkpoint is not None and args.checkpoint is not None:
+        raise ValueError(
+            "--default-checkpoint takes the shipped default's place in the size rule; --checkpoint"
+            " replaces that rule: give one of them"
+        )
     if args.ensemble_greedy is not None and args.ensemble is None:
         raise ValueError("--ensemble-greedy says how an --ensemble is read: give --ensemble too")
     if args.replan_growth is not None and args.mode != "online":
@@ -469,6 +482,7 @@ def _unique_names(mdps: list[TabularMDP]) -> list[TabularMDP]:
 # flags read only by the rlfm agent, each passed to it as the keyword of the same name
 RLFM_FLAGS = (
     "checkpoint",
+    "default_checkpoint",
     "greedy_checkpoint",
     "ensemble",
     "ensemble_greedy",
