@@ -98,6 +98,30 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
         main(["summary", str(run), "--curve", "no/such/tag"])
 
 
+def test_two_runs_of_one_seeded_config_train_the_same_weights(tmp_path, monkeypatch):
+    """Same config, seed and thread count (a data-loader worker included): identical weights, bit for bit."""
+    weights = []
+    for name in ("first", "second"):
+        monkeypatch.chdir(tmp_path)
+        root = tmp_path / name
+        main(
+            [
+                "fit",
+                "--config",
+                TINY,
+                "--trainer.default_root_dir",
+                str(root),
+                "--data.init_args.num_workers",
+                "1",
+            ]
+        )
+        last = torch.load(next(root.rglob("last.ckpt")), map_location="cpu", weights_only=False)
+        weights.append(last["current_model_state"])
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert any(not torch.equal(w, torch.zeros_like(w)) for w in weights[0].values())
+
+
 @pytest.mark.parametrize("config", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.stem)
 def test_configs_keep_the_latest_weights_in_last_ckpt(config):
     """Lightning 2.6 refreshes ``last.ckpt`` only when its own callback saves: a monitored one saves only
