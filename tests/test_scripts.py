@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -9,7 +10,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_gpu_pretraining_script_trains_and_exports_a_loadable_network(tmp_path):
-    """Its smoke test on the CPU: a few steps of the shipped recipe, the network and logs written to $OUT."""
+    """Its smoke test on the CPU: a few steps of the shipped recipe, the network, logs and its offline
+    validation benchmark (one seed here) written to $OUT."""
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -17,6 +19,9 @@ def test_the_gpu_pretraining_script_trains_and_exports_a_loadable_network(tmp_pa
         "ACCELERATOR": "cpu",
         "WORKERS": "0",
         "EXTRA": "--trainer.max_steps 2 --trainer.enable_progress_bar false",
+        "JUDGE_SEEDS": "1",
+        "JUDGE_WORKERS": "1",
+        "JUDGE_SIZES": "16",
     }
     script = ROOT / "scripts" / "gpu-pretrain.sh"
     done = subprocess.run(
@@ -26,5 +31,8 @@ def test_the_gpu_pretraining_script_trains_and_exports_a_loadable_network(tmp_pa
     assert load_network(tmp_path / "network.pt").width == 64  # the shipped recipe's size
     assert "trained for" in (tmp_path / "fit.log").read_text()
     assert (tmp_path / "tensorboard.tgz").stat().st_size > 0
+    judged = json.loads((tmp_path / "validation" / "results.json").read_text())
+    assert "--default-checkpoint" in judged["command"] and judged["seed"] == 3000
+    assert len(list((tmp_path).rglob("*"))) <= 9  # 7 files and a folder: the device returns at most 8 files
     usage = subprocess.run(["bash", str(script)], cwd=ROOT, env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "usage" in usage.stderr
