@@ -335,3 +335,32 @@ def observation_graphs(
             )
         )
     return graphs
+
+
+def observed_diameters(data: HeteroData, chunk_entries: int = 1 << 22) -> Tensor:
+    """(B,) for each MDP of ``data`` (one observation graph or a PyG batch of them): the diameter of its
+    observed transition graph, the longest shortest path, in steps, from a state to a state it reaches
+    along observed transitions s → s' (0 without transitions). Values carried one step per sweep need
+    that many sweeps to cross the MDP. Breadth-first search from every state (scipy), ``chunk_entries``
+    distances at a time, so memory stays bounded on large MDPs (time grows as states × transitions)."""
+    import numpy as np
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import shortest_path
+
+    state_store = data[STATE]
+    S = state_store.num_nodes
+    ptr = state_store.ptr.cpu() if "ptr" in state_store else torch.tensor([0, S])
+    sa_state = data[OF].edge_index[1].cpu()
+    edge_sa, edge_next = data[TO].edge_index.cpu()
+    source, target = sa_state[edge_sa].numpy(), edge_next.numpy()
+    adjacency = csr_matrix((np.ones(source.size, dtype=np.int8), (source, target)), shape=(S, S))
+    diameters = []
+    for lo, hi in zip(ptr[:-1].tolist(), ptr[1:].tolist(), strict=True):
+        graph, n, longest = adjacency[lo:hi, lo:hi], hi - lo, 0
+        rows = max(1, chunk_entries // max(n, 1))
+        for start in range(0, n, rows):
+            distance = shortest_path(graph, unweighted=True, indices=np.arange(start, min(n, start + rows)))
+            reached = distance[np.isfinite(distance)]
+            longest = max(longest, int(reached.max()) if reached.size else 0)
+        diameters.append(longest)
+    return torch.tensor(diameters, dtype=torch.long)

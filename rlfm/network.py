@@ -33,10 +33,15 @@ from rlfm.graph import (
     STATE_ACTION,
     STATE_ACTION_FEATURES,
     STATE_FEATURES,
+    observed_diameters,
 )
 from rlfm.nn.block import PropagationBlock, mlp
 
 GREEDY_READOUTS = ("policy", "value")
+
+
+DEPTH_RULES = ("settle", "diameter")
+"""How a count-only network chooses its sweeps at inference (:meth:`PolicyNetwork.infer`)."""
 
 
 class Readout(NamedTuple):
@@ -127,6 +132,7 @@ class PolicyNetwork(nn.Module):
         self.heads = heads
         self.num_layers = num_layers
         self.planner_inputs = planner_inputs
+        self.count_only_depth = "settle"  # the inference depth rule of a count-only network (DEPTH_RULES)
         self.state_columns = len(STATE_FEATURES) if planner_inputs else COUNT_FEATURES
         self.state_action_columns = len(STATE_ACTION_FEATURES) if planner_inputs else COUNT_FEATURES
         self.encode_state = mlp(self.state_columns, width, width)
@@ -180,16 +186,30 @@ class PolicyNetwork(nn.Module):
         return group_softmax(self(data, num_layers), data)
 
     @torch.no_grad()
-    def infer(self, data: HeteroData, max_layers: int = 512, num_layers: int | None = None) -> Settled:
+    def infer(
+        self,
+        data: HeteroData,
+        max_layers: int = 512,
+        num_layers: int | None = None,
+        depth_rule: str | None = None,
+    ) -> Settled:
         """The default inference: logits (SA,), the sweeps used per MDP (B,), the final embeddings, the
         greedy scores (SA,) and the acting logits (SA,).
 
         A network with planner inputs runs its own depth K = ``num_layers``: the exact planners carry
         values along paths of any length, and on the validation MDPs K sweeps scored better than unrolling
         until the policy settles (and cost far less). A network that reads the counts only must carry
-        values itself, so it unrolls until its policy settles (:meth:`settle`, at most ``max_layers``).
-        ``num_layers`` given: exactly that many sweeps, for either kind."""
+        values itself, so it unrolls by ``depth_rule`` (default: ``self.count_only_depth``): ``"settle"``
+        until its policy settles (:meth:`settle`), ``"diameter"`` K = max(``self.num_layers``, D) sweeps per
+        MDP, D the diameter of its observed transitions (:func:`~rlfm.graph.observed_diameters`), at most
+        ``max_layers`` either way. ``num_layers`` given: exactly that many sweeps, for either kind."""
         if num_layers is None and not self.planner_inputs:
+            rule = self.count_only_depth if depth_rule is None else depth_rule
+            if rule not in DEPTH_RULES:
+                raise ValueError(f"unknown depth rule {rule!r}; choose from {DEPTH_RULES}")
+            if rule == "diameter":
+                depth = observed_diameters(data).clamp(min=self.num_layers, max=max_layers)
+                return self.settle_from(data, None, max_layers=max_layers, depth=depth)
             return self.settle_from(data, None, max_layers=max_layers)
         K = self.num_layers if num_layers is None else num_layers
         B = int(data.num_graphs) if "batch" in data[STATE] else 1
@@ -223,10 +243,13 @@ class PolicyNetwork(nn.Module):
         min_layers: int | None = None,
         max_layers: int = 512,
         tol: float = 1e-2,
+        depth: Tensor | None = None,
     ) -> Settled:
         """:meth:`settle` from the embeddings ``initial`` (h_state (S, d), h_sa (SA, d)) instead of the
         encoded inputs, returning the final embeddings too: an online agent whose graphs keep their nodes
-        from one plan to the next starts each plan where the last one settled (a warm start)."""
+        from one plan to the next starts each plan where the last one settled (a warm start). With
+        ``depth`` (B,) each MDP instead runs exactly ``depth[b]`` sweeps (at most ``max_layers``), leaving
+        the batch when done like a settled one."""
         if max_layers < 1:
             raise ValueError(f"max_layers must be at least 1, got {max_layers}")
         min_layers = self.num_layers if min_layers is None else min_layers
@@ -253,26 +276,38 @@ class PolicyNetwork(nn.Module):
         previous = None
         for k in range(1, max_layers + 1):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
-            if k < min_layers:
-                continue
-            log_policy = log_group_softmax(self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0])
-            if not bool(torch.isfinite(log_policy).all()):
-                raise FloatingPointError(f"the policy became non-finite at sweep {k}; are the inputs finite?")
-            if previous is not None:
+            if depth is not None:
+                settled = depth.to(device)[graph_ids] <= k
+            else:
+                if k < min_layers:
+                    continue
+                log_policy = log_group_softmax(
+                    self._logits(h_state, h_sa, sa_state), sa_state, h_state.shape[0]
+                )
+                if not bool(torch.isfinite(log_policy).all()):
+                    raise FloatingPointError(
+                        f"the policy became non-finite at sweep {k}; are the inputs finite?"
+                    )
+                if previous is None:
+                    previous = log_policy
+                    continue
                 change = (log_policy - previous).abs()
                 settled = scatter(change, sa_graph, dim=0, dim_size=graph_ids.numel(), reduce="max") < tol
-                sweeps[graph_ids[settled]] = k
-                if bool(settled.all()):
-                    break
-                if bool(settled.any()):  # store the working batch, then drop the settled MDPs from it
-                    out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
-                    keep = ~settled
-                    inputs, keep_state, keep_sa = keep_graphs(inputs, keep)
-                    sa_state, state_graph = inputs["sa_state"], inputs["state_graph"]
-                    sa_graph = state_graph[sa_state]
-                    h_state, h_sa, log_policy = h_state[keep_state], h_sa[keep_sa], log_policy[keep_sa]
-                    graph_ids, state_ids, sa_ids = graph_ids[keep], state_ids[keep_state], sa_ids[keep_sa]
-            previous = log_policy
+            sweeps[graph_ids[settled]] = k
+            if bool(settled.all()):
+                break
+            if bool(settled.any()):  # store the working batch, then drop the settled MDPs from it
+                out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
+                keep = ~settled
+                inputs, keep_state, keep_sa = keep_graphs(inputs, keep)
+                sa_state, state_graph = inputs["sa_state"], inputs["state_graph"]
+                sa_graph = state_graph[sa_state]
+                h_state, h_sa = h_state[keep_state], h_sa[keep_sa]
+                if depth is None:
+                    log_policy = log_policy[keep_sa]
+                graph_ids, state_ids, sa_ids = graph_ids[keep], state_ids[keep_state], sa_ids[keep_sa]
+            if depth is None:
+                previous = log_policy
         out_state[state_ids], out_sa[sa_ids] = h_state, h_sa
         readout = self._readout(out_state, out_sa, full_sa_state, self._value_base(data))
         return self._settled(readout, sweeps, (out_state, out_sa))

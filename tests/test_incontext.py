@@ -85,6 +85,20 @@ def test_a_bootstrapped_agent_acts_on_resampled_counts_and_reads_greedy_from_the
     assert booted.hyperparameters()["bootstrap"] is True
 
 
+def test_the_shipped_agent_plans_with_the_diameter_depth_rule_when_asked():
+    mdp = gridworld(5)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(200,)), torch.Generator().manual_seed(0))[0]
+    agents = {rule: make_agent("rlfm", depth_rule=rule) for rule in (None, "diameter")}
+    for agent in agents.values():
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    assert agents[None].hyperparameters()["num_layers"] == "settle<= 256"
+    assert agents["diameter"].hyperparameters()["num_layers"] == "max(16, diameter)<= 256"
+    assert agents["diameter"].layers_used == [16]  # a 5x5 grid is at most 8 steps wide: the network's own 16
+    with pytest.raises(ValueError, match="depth_rule"):
+        make_agent("rlfm", depth_rule="deepest")
+
+
 def test_an_untried_bonus_draws_untried_actions_more_often_and_leaves_the_greedy_policy():
     mdp = gridworld(3)  # state 0 has tried up, down and left, never right (3)
     data = Counts.empty_like(mdp).update([0, 0, 0, 1], [0, 1, 2, 3], 0.0, [0, 3, 0, 2])

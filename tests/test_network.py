@@ -8,7 +8,7 @@ from rlfm.benchmarks.reference import gridworld
 from rlfm.counts import Counts
 from rlfm.dense import DensePolicyNetwork, to_dense
 from rlfm.examples import ExampleSampler
-from rlfm.graph import FROM, OF, STATE, STATE_ACTION, observation_graph
+from rlfm.graph import FROM, OF, STATE, STATE_ACTION, observation_graph, observed_diameters
 from rlfm.network import PolicyNetwork, group_softmax, log_group_softmax
 from rlfm.prior import Prior, ReferencePrior
 from rlfm.solve import optimal_values
@@ -322,6 +322,45 @@ def test_default_inference_runs_the_planner_networks_depth_and_settles_count_onl
     settled, settled_sweeps = counts_only.settle(data, max_layers=40)
     torch.testing.assert_close(logits, settled, atol=0, rtol=0)
     assert torch.equal(sweeps, settled_sweeps)
+
+
+def test_the_diameter_depth_rule_runs_each_mdp_max_of_its_depth_and_its_diameter_sweeps(generator):
+    data = mixed_batch(generator)
+    diameters = observed_diameters(data)
+    torch.manual_seed(0)
+    counts_only = PolicyNetwork(width=16, heads=2, num_layers=3, planner_inputs=False).eval()
+    settled = counts_only.infer(data, max_layers=40, depth_rule="diameter")
+    expected = diameters.clamp(min=3, max=40)
+    assert torch.equal(settled.sweeps, expected) and expected.max() > 3  # some MDP is wider than 3 steps
+    sa_graph = data["state"].batch[data["state_action", "of", "state"].edge_index[1]]
+    for b, graph in enumerate(data.to_data_list()):
+        alone = counts_only(graph, num_layers=int(expected[b]))  # the same policy alone as in the batch
+        torch.testing.assert_close(settled.logits[sa_graph == b], alone, atol=1e-5, rtol=1e-5)
+    capped = counts_only.infer(data, max_layers=4, depth_rule="diameter")
+    assert capped.sweeps.max() == 4
+    with pytest.raises(ValueError, match="depth rule"):
+        counts_only.infer(data, depth_rule="deepest")
+
+
+def test_observed_diameters_are_the_longest_shortest_paths_along_observed_transitions():
+    chain = Counts.empty([1, 1, 1, 1])  # 0 -> 1 -> 2 -> 3, and 3 -> 0 observed later
+    step = torch.tensor
+    chain.add(
+        step([0, 1, 2]),
+        step([1, 2, 3]),
+        torch.zeros(3, dtype=torch.float64),
+        torch.zeros(3, dtype=torch.bool),
+    )
+    graphs = [observation_graph(chain, 0.9, planner=False)]
+    chain.add(step([3]), step([0]), torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.bool))
+    graphs += [
+        observation_graph(chain, 0.9, planner=False),
+        observation_graph(Counts.empty([2, 2]), 0.9, planner=False),
+    ]
+    assert observed_diameters(graphs[0]).tolist() == [3]
+    # with the loop closed, 1 reaches 0 in 3 steps and 0 reaches 3 in 3: still 3; in a batch, one per MDP
+    assert observed_diameters(Batch.from_data_list(graphs)).tolist() == [3, 3, 0]
+    assert observed_diameters(Batch.from_data_list(graphs), chunk_entries=1).tolist() == [3, 3, 0]
 
 
 def test_a_count_only_network_needs_no_planner_columns_and_a_planner_network_says_it_does():

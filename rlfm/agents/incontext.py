@@ -34,7 +34,7 @@ from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, observation_graphs
-from rlfm.network import PolicyNetwork, checked_untried, log_group_softmax
+from rlfm.network import DEPTH_RULES, PolicyNetwork, checked_untried, log_group_softmax
 from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
@@ -67,6 +67,8 @@ class BatchedInContextAgent(Agent):
         holdout: the greedy policy is certainty equivalence's instead of the network's where data held out
             from each say it is better and neither heads for untried pairs (:mod:`rlfm.agents.holdout`: two
             more network calls on the halves of the counts per plan). Acting is unchanged.
+        depth_rule: how a count-only network chooses its sweeps (``"settle"`` or ``"diameter"``, see
+            :meth:`~rlfm.network.PolicyNetwork.infer`); None: the network's own.
         bootstrap: the actions are sampled from the network's plan on a Poisson bootstrap of each run's
             counts (:meth:`rlfm.counts.Counts.bootstrap`, redrawn at every plan) instead of on the counts
             themselves: randomness that holds for a whole episode and comes from the data, as bootstrapped
@@ -128,6 +130,7 @@ class BatchedInContextAgent(Agent):
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
+        depth_rule: str | None = None,
         greedy_checkpoint: str | Path | None = None,
         ensemble: Sequence[str | Path] = (),
         ensemble_greedy: bool = True,
@@ -145,6 +148,8 @@ class BatchedInContextAgent(Agent):
         untried_bonus, untried_discount = checked_untried(untried_bonus, untried_discount)
         if isinstance(untried_known, bool) or not isinstance(untried_known, int) or untried_known < 1:
             raise ValueError(f"untried_known must be an integer >= 1, got {untried_known!r}")
+        if depth_rule is not None and depth_rule not in DEPTH_RULES:
+            raise ValueError(f"unknown depth_rule {depth_rule!r}; choose from {DEPTH_RULES}")
         if guard is not None and not (math.isfinite(guard) and guard > 0):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
@@ -193,6 +198,7 @@ class BatchedInContextAgent(Agent):
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
+        self.depth_rule = depth_rule
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
             None if greedy_checkpoint is None else load_network(greedy_checkpoint).to(self.device).eval()
@@ -346,7 +352,9 @@ class BatchedInContextAgent(Agent):
             settled = network.settle_from(batch, self.embeddings, min_layers, max_layers=self.max_layers)
             self.embeddings = settled.embeddings
         else:
-            settled = network.infer(batch, max_layers=self.max_layers, num_layers=self.num_layers)
+            settled = network.infer(
+                batch, max_layers=self.max_layers, num_layers=self.num_layers, depth_rule=self.depth_rule
+            )
         layers = int(settled.sweeps.max())
         return settled.acting_logits, settled.logits, settled.greedy_scores, layers
 
@@ -372,7 +380,12 @@ class BatchedInContextAgent(Agent):
         return self.layout.one_hot(self.layout.greedy_actions(scores, torch.zeros_like(scores)))
 
     def _default_depth(self) -> int | str:
-        return self.network.num_layers if self.network.planner_inputs else f"settle<= {self.max_layers}"
+        if self.network.planner_inputs:
+            return self.network.num_layers
+        rule = self.depth_rule or self.network.count_only_depth
+        if rule == "diameter":
+            return f"max({self.network.num_layers}, diameter)<= {self.max_layers}"
+        return f"settle<= {self.max_layers}"
 
     def hyperparameters(self) -> dict[str, Any]:
         return {

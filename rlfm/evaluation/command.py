@@ -52,6 +52,7 @@ from rlfm.evaluation.report import (
 )
 from rlfm.evaluation.simulate import Scorer
 from rlfm.mdp import TabularMDP
+from rlfm.network import DEPTH_RULES
 from rlfm.speed.machine import machine_facts, package_versions
 
 
@@ -209,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="rlfm's greedy action maximises log pi(a|s) + KAPPA n(s,a) A(s,a): its policy weighed by certainty "
         "equivalence's normalised advantages A and the visits n behind them (the fewest of any pair reachable "
         "from it, 0 where an untried pair is reachable) (default: off)",
+    )
+    parser.add_argument(
+        "--depth-rule",
+        choices=DEPTH_RULES,
+        default=None,
+        help="how rlfm's count-only network chooses its sweeps: settle (until its policy stops moving) or"
+        " diameter (max(its depth, the diameter of the observed transitions)) (default: the network's own)",
     )
     parser.add_argument(
         "--holdout",
@@ -498,6 +506,7 @@ RLFM_FLAGS = (
     "guard",
     "evidence",
     "holdout",
+    "depth_rule",
 )
 
 
