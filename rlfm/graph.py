@@ -40,7 +40,10 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import shortest_path
 from torch import Tensor
 from torch_geometric.data import HeteroData
 from torch_geometric.utils import softmax
@@ -343,10 +346,6 @@ def observed_diameters(data: HeteroData, chunk_entries: int = 1 << 22) -> Tensor
     along observed transitions s → s' (0 without transitions). Values carried one step per sweep need
     that many sweeps to cross the MDP. Breadth-first search from every state (scipy), ``chunk_entries``
     distances at a time, so memory stays bounded on large MDPs (time grows as states × transitions)."""
-    import numpy as np
-    from scipy.sparse import csr_matrix
-    from scipy.sparse.csgraph import shortest_path
-
     state_store = data[STATE]
     S = state_store.num_nodes
     ptr = state_store.ptr.cpu() if "ptr" in state_store else torch.tensor([0, S])
