@@ -273,11 +273,12 @@ class PolicyNetwork(nn.Module):
         state_ids = torch.arange(h_state.shape[0], device=device)
         sa_ids = torch.arange(h_sa.shape[0], device=device)
         sweeps = torch.full((B,), max_layers, dtype=torch.long, device=device)
+        depth = None if depth is None else depth.to(device)
         previous = None
         for k in range(1, max_layers + 1):
             h_state, h_sa = self.block(h_state, h_sa, **inputs)
             if depth is not None:
-                settled = depth.to(device)[graph_ids] <= k
+                settled = depth[graph_ids] <= k
             else:
                 if k < min_layers:
                     continue

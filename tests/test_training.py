@@ -100,9 +100,9 @@ def test_cli_fit_writes_tensorboard_logs_and_last_checkpoint(tmp_path, monkeypat
 
 def test_two_runs_of_one_seeded_config_train_the_same_weights(tmp_path, monkeypatch):
     """Same config, seed and thread count (a data-loader worker included): identical weights, bit for bit."""
+    monkeypatch.chdir(tmp_path)
     weights = []
     for name in ("first", "second"):
-        monkeypatch.chdir(tmp_path)
         root = tmp_path / name
         main(
             [
