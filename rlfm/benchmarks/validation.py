@@ -66,6 +66,21 @@ VALIDATION: dict[str, Callable[[], TabularMDP]] = {
     ),
     # a deep sea of depth 12 with its own labelling of "right": one path of 12 costly steps finds the reward
     "val_deepsea_12": lambda: _renamed(deepsea(12, seed=1), "val_deepsea_12"),
+    # consistency probes (what planning on ample data gets right and a network may not): the lake above
+    # with gymnasium's slip (the intended move w.p. 1/3), where Q-gaps are small ...
+    "val_frozenlake_5x5_slip067": partial(
+        frozenlake_style, holes=(6, 8, 13, 16), goal=24, slip=2 / 3, size=5, name="val_frozenlake_5x5_slip067"
+    ),
+    # ... and five rooms whose first, entered w.p. 1 and paying on three of five actions, distracts from
+    # the best one behind the rarest door (w.p. 0.015), as certainty equivalence finds with enough data
+    "val_hub_5_rare": partial(
+        hub_and_rooms,
+        (1.0, 0.3, 0.1, 0.04, 0.015),
+        ((0, 2, 4), (1,), (2,), (3,), (4,)),
+        (30.0, 100.0, 400.0, 1200.0, 4000.0),
+        0.95,
+        "val_hub_5_rare",
+    ),
 }
 """Builders by name; each call builds a fresh MDP."""
 
