@@ -128,8 +128,17 @@ def test_configs_keep_the_latest_weights_in_last_ckpt(config):
     on improvement, so ``save_last`` belongs on an unmonitored checkpoint."""
     callbacks = yaml.safe_load(config.read_text())["trainer"].get("callbacks", [])
     checkpoints = [c.get("init_args", {}) for c in callbacks if c["class_path"].endswith("ModelCheckpoint")]
-    assert any(c.get("save_last") for c in checkpoints)
+    assert any(c.get("save_last") and c.get("save_on_train_epoch_end") for c in checkpoints)
     assert not any(c.get("save_last") and c.get("monitor") for c in checkpoints)
+
+
+def test_last_ckpt_holds_the_last_step_when_the_run_ends_between_validations(tmp_path, monkeypatch):
+    """Saved only at validations, ``last.ckpt`` would miss the steps after the last one (a run of 5 steps
+    validated every 2 epochs of 2 steps would end with step 4's weights)."""
+    monkeypatch.chdir(tmp_path)
+    main(["fit", "--config", TINY, "--trainer.max_steps", "5", "--trainer.check_val_every_n_epoch", "2"])
+    run = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    assert torch.load(run / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 5
 
 
 def test_checkpoint_round_trip(tmp_path):
