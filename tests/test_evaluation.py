@@ -361,6 +361,20 @@ def test_compare_offline_is_paired_over_seeds():
     assert report["per_mdp"]["b"]["ci"] == pytest.approx([-0.15, 0.0])
 
 
+def test_compare_offline_names_the_dataset_that_moves_the_mean_most():
+    base = _results("offline", {"a": [0.9, 0.9, 0.9, 0.9], "b": [0.5, 0.6, 0.7, 0.8]})
+    candidate = _results("offline", {"a": [0.9, 0.9, 0.9, -8.1], "b": [0.6, 0.7, 0.8, 0.9]})
+    report = compare(base, candidate)
+    single = report["largest_dataset"]
+    assert (single["env"], single["size"], single["seed_index"]) == ("a", 64, 3)
+    assert single["values"] == pytest.approx([0.9, -8.1])
+    assert single["share"] == pytest.approx(-9.0 / 8)  # 2 cells × 4 seeds
+    assert report["statistic"] - single["share"] == pytest.approx(0.4 / 8)  # the rest: +0.1 on b's seeds
+    assert "largest single dataset: a at 64 transitions, seed index 3: 0.900 → -8.100" in format_report(
+        report, "base", "candidate"
+    )
+
+
 def test_compare_reads_two_agents_of_one_run():
     """``base_agent`` compares agent against agent on the same seeds, e.g. rlfm against certainty equivalence."""
     run = _results("offline", {"a": [0.1, 0.5, 0.9, 0.3]})

@@ -17,7 +17,9 @@ plain paired bootstrap above; with two, the network draw still understates train
 two things sees half their variance), so three or more per side are better.
 
 Offline, each MDP also gets its own interval of Δ from the same resamples (a per-MDP question, e.g. "is
-the network below certainty equivalence here?", has no other noise to hide in). ``--base-agent`` reads
+the network below certainty equivalence here?", has no other noise to hide in), and the report names the
+single dataset whose difference moves Δ most (normalised values are unbounded below, so one catastrophic
+greedy policy can decide a comparison). ``--base-agent`` reads
 another agent of the base runs, so one run compares two of its agents seed for seed (offline every agent
 plans on the same datasets): ``rlfm compare RUN RUN --base-agent ce``.
 
@@ -123,6 +125,26 @@ def online_statistic(base: Tensor, candidate: Tensor) -> Tensor:
     return torch.log((median_of_last(candidate) + 1.0) / (median_of_last(base) + 1.0)).sum(dim=-1)
 
 
+def largest_dataset(keys: list[tuple[str, int]], base: Tensor, candidate: Tensor) -> dict[str, Any]:
+    """The one dataset (MDP, size, seed index) whose difference moves the offline Δ most, and by how much.
+
+    Normalised values are unbounded below (a greedy policy that walks into a cliff for ever scores −8
+    where the optimum is 1), so a single dataset can outweigh every other cell: Δ is the mean of
+    d[cell, seed] = candidate − base (networks averaged) over C cells and N seeds, and that dataset's share
+    of it is d / (C·N). base, candidate: (networks, cells, seeds)."""
+    difference = candidate.mean(dim=0) - base.mean(dim=0)  # (cells, seeds)
+    share = difference / difference.numel()
+    cell, seed = divmod(int(share.abs().argmax()), share.shape[1])
+    env, size = keys[cell]
+    return {
+        "env": env,
+        "size": size,
+        "seed_index": seed,
+        "values": [float(base[:, cell, seed].mean()), float(candidate[:, cell, seed].mean())],
+        "share": float(share[cell, seed]),
+    }
+
+
 def _as_runs(results: dict[str, Any] | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     runs = [results] if isinstance(results, dict) else list(results)
     if not runs:
@@ -184,6 +206,7 @@ def compare(
                 "mean_value": [float(t[:, cells].mean()) for t in (b, c)],
                 "ci": list(interval),
             }
+        report["largest_dataset"] = largest_dataset(keys, b, c)
     else:
         mean_regret_b, mean_regret_c = regret_b.mean(dim=(0, 2)), regret_c.mean(dim=(0, 2))
         # equal regrets (zero included) count 0; a regret against a zero one, ±inf
@@ -222,6 +245,13 @@ def format_report(report: dict[str, Any], base_name: str, candidate_name: str) -
                 f"  {env:<28} mean normalised value {b:7.3f} → {c:7.3f}   Δ {c - b:+.4f} "
                 f"(95 % [{low_env:+.4f}, {high_env:+.4f}])"
             )
+        single = report["largest_dataset"]
+        (vb, vc), share = single["values"], single["share"]
+        lines.append(
+            f"  largest single dataset: {single['env']} at {single['size']} transitions, seed index "
+            f"{single['seed_index']}: {vb:.3f} → {vc:.3f}, {share:+.4f} of Δ "
+            f"(Δ without its difference {report['statistic'] - share:+.4f})"
+        )
         lines.append(
             f"Δ mean normalised value {report['statistic']:+.4f} (95 % [{low:+.4f}, {high:+.4f}]); "
             f"passes (lower bound ≥ −{report['margin']}): {report['passes']}"
