@@ -373,6 +373,16 @@ def test_compare_offline_names_the_dataset_that_moves_the_mean_most():
     assert "largest single dataset: a at 64 transitions, seed index 3: 0.900 → -8.100" in format_report(
         report, "base", "candidate"
     )
+    # floored at −1, the fall counts −1.9 instead of −9: Δ = (−1.9 + 0.4) / 8
+    floored = compare(base, candidate, floor=-1.0)
+    assert floored["statistic"] == pytest.approx(-1.5 / 8) and floored["floor"] == -1.0
+    assert "each dataset floored at -1" in format_report(floored, "base", "candidate")
+    with pytest.raises(ValueError, match="offline"):
+        compare(
+            _results("online", {"a": ([1] * 4, [1.0] * 4)}),
+            _results("online", {"a": ([1] * 4, [1.0] * 4)}),
+            floor=-1.0,
+        )
 
 
 def test_compare_reads_two_agents_of_one_run():

@@ -159,17 +159,25 @@ def compare(
     margin: float = 0.01,
     seed: int = 0,
     base_agent: str | None = None,
+    floor: float | None = None,
 ) -> dict[str, Any]:
     """The paired comparison of two benchmark runs, or of two groups of runs (one per training seed of a
     recipe; module docstring): statistic, interval, per-MDP numbers and whether the candidate passes.
 
     ``agent`` is read in the candidate runs and ``base_agent`` (default: ``agent``) in the base runs, so
     one run can also be compared with itself agent against agent (e.g. rlfm against certainty
-    equivalence, which plan on the same datasets offline)."""
+    equivalence, which plan on the same datasets offline). Offline, ``floor`` clips every dataset's
+    normalised value from below before anything is computed (e.g. −1: a greedy policy worse than uniform
+    play by more than uniform play is below the optimum counts as exactly that bad), bounding what one
+    dataset can weigh."""
     base, candidate = _as_runs(base), _as_runs(candidate)
     base_agent = agent if base_agent is None else base_agent
     keys, b, c = paired_cells(base, candidate, agent, base_agent)
     offline = base[0]["mode"] == "offline"
+    if floor is not None:
+        if not offline:
+            raise ValueError("floor applies to offline comparisons (normalised values) only")
+        b, c = b.clamp(min=floor), c.clamp(min=floor)
     if not offline:  # the resampled statistic reads the episodes; the regret is reported beside it
         b, c, regret_b, regret_c = b[:, :, 0], c[:, :, 0], b[:, :, 1], c[:, :, 1]
     seeds = b.shape[-1]
@@ -197,6 +205,7 @@ def compare(
     envs = sorted({env for env, _ in keys})
     if offline:
         report["margin"] = margin
+        report["floor"] = floor
         report["passes"] = low >= -margin
         report["per_mdp"] = {}
         for env in envs:
@@ -252,8 +261,9 @@ def format_report(report: dict[str, Any], base_name: str, candidate_name: str) -
             f"{single['seed_index']}: {vb:.3f} → {vc:.3f}, {share:+.4f} of Δ "
             f"(Δ without its difference {report['statistic'] - share:+.4f})"
         )
+        floored = "" if report.get("floor") is None else f", each dataset floored at {report['floor']:g}"
         lines.append(
-            f"Δ mean normalised value {report['statistic']:+.4f} (95 % [{low:+.4f}, {high:+.4f}]); "
+            f"Δ mean normalised value{floored} {report['statistic']:+.4f} (95 % [{low:+.4f}, {high:+.4f}]); "
             f"passes (lower bound ≥ −{report['margin']}): {report['passes']}"
         )
     else:
@@ -296,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
         "against certainty equivalence on the same datasets)",
     )
     parser.add_argument("--margin", type=float, default=0.01, help="offline: tolerated loss (default: 0.01)")
+    parser.add_argument(
+        "--floor",
+        type=float,
+        default=None,
+        help="offline: clip each dataset's normalised value from below at this value before comparing (e.g. -1)",
+    )
     parser.add_argument("--json", dest="json_path", default=None, help="also write the comparison here")
     return parser
 
@@ -305,7 +321,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     base, candidate = (
         [load_results(path) for path in side.split(",")] for side in (args.base, args.candidate)
     )
-    report = compare(base, candidate, args.agent, args.margin, base_agent=args.base_agent)
+    report = compare(base, candidate, args.agent, args.margin, base_agent=args.base_agent, floor=args.floor)
     print(format_report(report, args.base, args.candidate))
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(report, indent=1))
