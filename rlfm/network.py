@@ -42,6 +42,7 @@ GREEDY_READOUTS = ("policy", "value")
 
 DEPTH_RULES = ("settle", "diameter")
 """How a count-only network chooses its sweeps at inference (:meth:`PolicyNetwork.infer`)."""
+DEFAULT_DEPTH_RULE = "settle"  # judged against "diameter" on validation, rule (xl)
 
 
 class Readout(NamedTuple):
@@ -132,7 +133,6 @@ class PolicyNetwork(nn.Module):
         self.heads = heads
         self.num_layers = num_layers
         self.planner_inputs = planner_inputs
-        self.count_only_depth = "settle"  # the inference depth rule of a count-only network (DEPTH_RULES)
         self.state_columns = len(STATE_FEATURES) if planner_inputs else COUNT_FEATURES
         self.state_action_columns = len(STATE_ACTION_FEATURES) if planner_inputs else COUNT_FEATURES
         self.encode_state = mlp(self.state_columns, width, width)
@@ -199,12 +199,12 @@ class PolicyNetwork(nn.Module):
         A network with planner inputs runs its own depth K = ``num_layers``: the exact planners carry
         values along paths of any length, and on the validation MDPs K sweeps scored better than unrolling
         until the policy settles (and cost far less). A network that reads the counts only must carry
-        values itself, so it unrolls by ``depth_rule`` (default: ``self.count_only_depth``): ``"settle"``
+        values itself, so it unrolls by ``depth_rule`` (default: :data:`DEFAULT_DEPTH_RULE`): ``"settle"``
         until its policy settles (:meth:`settle`), ``"diameter"`` K = max(``self.num_layers``, D) sweeps per
         MDP, D the diameter of its observed transitions (:func:`~rlfm.graph.observed_diameters`), at most
         ``max_layers`` either way. ``num_layers`` given: exactly that many sweeps, for either kind."""
         if num_layers is None and not self.planner_inputs:
-            rule = self.count_only_depth if depth_rule is None else depth_rule
+            rule = DEFAULT_DEPTH_RULE if depth_rule is None else depth_rule
             if rule not in DEPTH_RULES:
                 raise ValueError(f"unknown depth rule {rule!r}; choose from {DEPTH_RULES}")
             if rule == "diameter":

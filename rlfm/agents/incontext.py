@@ -34,7 +34,7 @@ from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, observation_graphs
-from rlfm.network import DEPTH_RULES, PolicyNetwork, checked_untried, log_group_softmax
+from rlfm.network import DEFAULT_DEPTH_RULE, DEPTH_RULES, PolicyNetwork, checked_untried, log_group_softmax
 from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
@@ -382,7 +382,7 @@ class BatchedInContextAgent(Agent):
     def _default_depth(self) -> int | str:
         if self.network.planner_inputs:
             return self.network.num_layers
-        rule = self.depth_rule or self.network.count_only_depth
+        rule = self.depth_rule or DEFAULT_DEPTH_RULE
         if rule == "diameter":
             return f"max({self.network.num_layers}, diameter)<= {self.max_layers}"
         return f"settle<= {self.max_layers}"
