@@ -12,7 +12,7 @@
 # Settings by environment: CONFIG (configs/pretrained.yaml; configs/reference.yaml is the published
 # reference's scale), ACCELERATOR (gpu), WORKERS (data loader processes, 12: the prior is sampled on the
 # CPU), SEED (0), EXTRA (more `rlfm fit` arguments, e.g. "--trainer.max_steps 20000"), JUDGE_SEEDS (16: the
-# seeds of the offline validation benchmark, from --seed 3000 as every offline rule so far; 0 skips it),
+# seeds of the offline validation benchmark; 0 skips it), JUDGE_SEED (its first seed, 3000; pick unspent ones),
 # JUDGE_SIZES (its dataset sizes, 16,64,256,1024,4096,16384), JUDGE_WORKERS (its processes, 8).
 # With ACCELERATOR=cpu and a short MINUTES it runs anywhere the project is installed (the smoke test before
 # a device session).
@@ -61,7 +61,7 @@ PY
   tar -czf "$out/tensorboard.tgz" --exclude='*.ckpt' -C "$logs" lightning_logs
   if [ "${JUDGE_SEEDS:-16}" -gt 0 ]; then
     python3 -m rlfm benchmark --mode offline --suite validation --agents rlfm --no-grid --no-progress \
-      --seeds "${JUDGE_SEEDS:-16}" --seed 3000 --sizes "${JUDGE_SIZES:-16,64,256,1024,4096,16384}" \
+      --seeds "${JUDGE_SEEDS:-16}" --seed "${JUDGE_SEED:-3000}" --sizes "${JUDGE_SIZES:-16,64,256,1024,4096,16384}" \
       --default-checkpoint "$out/network.pt" --workers "${JUDGE_WORKERS:-8}" --out "$out/validation" \
       2>&1 | tee "$out/validation.log"
   fi
