@@ -127,7 +127,7 @@ def test_uniform_play_costs_about_one_unit_of_regret_per_episode():
 
 
 # ------------------------------------------------------------------------------------------ offline
-@pytest.mark.parametrize("behaviour", ["uniform", "epsilon_greedy", "narrow"])
+@pytest.mark.parametrize("behaviour", ["uniform", "epsilon_greedy", "narrow", "generative"])
 def test_offline_datasets_are_nested_prefixes(behaviour):
     mdp = get_benchmark("gridworld_5x5")
     config = OfflineConfig(sizes=(8, 64, 512), behaviour=behaviour)
@@ -135,7 +135,7 @@ def test_offline_datasets_are_nested_prefixes(behaviour):
     assert [[c.num_observed for c in d] for d in datasets] == [[8] * 3, [64] * 3, [512] * 3]
     small, large = datasets[1][0], datasets[2][0]
     assert (small.sa_count <= large.sa_count).all()
-    if behaviour != "uniform":
+    if behaviour in ("epsilon_greedy", "narrow"):
         optimal = ActionLayout(mdp.num_actions).greedy_policy(optimal_values(mdp)[0]) > 0
         share = float(large.sa_count[optimal].sum()) / 512
         assert share > (0.9 if behaviour == "narrow" else 0.7)
@@ -148,6 +148,21 @@ def test_narrow_data_covers_less_than_uniform_data():
         data = collect_datasets(mdp, 4, OfflineConfig(sizes=(512,), behaviour=behaviour), torch.Generator())
         covered[behaviour] = sum(int((c.sa_count > 0).sum()) for c in data[0])
     assert covered["narrow"] < covered["uniform"] / 2
+
+
+@pytest.mark.parametrize("size", [1, 97, 196, 400, 1000])
+def test_generative_data_visit_every_pair_equally_and_never_an_absorbing_one(size):
+    mdp = get_benchmark("cliffwalking")
+    absorbing = mdp.terminal[mdp.sa_state]
+    assert absorbing.any()  # its goal
+    pairs = int((~absorbing).sum())
+    data = collect_datasets(mdp, 3, OfflineConfig(sizes=(size,), behaviour="generative"), torch.Generator())
+    for counts in data[0]:
+        assert counts.num_observed == size
+        assert (counts.sa_count[absorbing] == 0).all()
+        visits = counts.sa_count[~absorbing]
+        assert set(visits.unique().tolist()) <= {size // pairs, -(-size // pairs)}
+    assert OfflineConfig(behaviour="generative").behaviour_epsilon is None
 
 
 # ------------------------------------------------------------------------------------------- report

@@ -242,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--window", type=int, default=8, help="online: consecutive episodes at the threshold, ≥ 1"
     )
     parser.add_argument(
-        "--behaviour", choices=BEHAVIOURS, default="uniform", help="offline: behaviour policy"
+        "--behaviour",
+        choices=BEHAVIOURS,
+        default="uniform",
+        help="offline: behaviour policy (generative: every pair in turn, no episodes; measures consistency)",
     )
     parser.add_argument(
         "--epsilon", type=float, default=0.3, help="offline: ε of the epsilon_greedy behaviour, in [0, 1]"
