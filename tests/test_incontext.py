@@ -395,6 +395,42 @@ def test_a_consistency_readout_changes_the_greedy_policy_not_how_the_agent_acts(
         small_agent(guard=0.001, evidence=1.0)
 
 
+def test_a_handoff_gives_the_planner_networks_greedy_action_where_the_data_ahead_are_thick():
+    mdp = gridworld(3)
+    config = OfflineConfig(sizes=(8, 4096), behaviour="generative")
+    thin, thick = collect_datasets(mdp, 2, config, torch.Generator().manual_seed(0))
+    planner = BatchedInContextAgent(checkpoint="planner")
+    plain, handed, never = small_agent(), small_agent(handoff=10), small_agent(handoff=10**9)
+    for data in (thin, thick):
+        for agent in (plain, handed, never, planner):
+            agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+            agent.plan(data)
+        assert torch.equal(plain.logits, handed.logits)  # acting is the small network's
+        assert torch.equal(never.greedy_policy(), plain.greedy_policy())
+    # 4,096 transitions visit each of the 3x3 grid's pairs about 130 times: every state is handed over
+    assert torch.equal(handed.greedy_policy(), planner.greedy_policy())
+    assert not torch.equal(plain.greedy_policy(), planner.greedy_policy())  # an untrained network
+    assert handed.hyperparameters()["handoff"] == 10 and "handoff" not in plain.hyperparameters()
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="handoff"):
+            small_agent(handoff=bad)
+    with pytest.raises(ValueError, match="choose one"):
+        small_agent(handoff=10, guard=0.001)
+    with pytest.raises(ValueError, match="handoff"):
+        small_agent(handoff=10, greedy_checkpoint="default")
+
+
+def test_a_handoff_after_few_visits_keeps_the_networks_choice_where_data_ahead_are_thin():
+    mdp = gridworld(3)
+    data = collect_datasets(mdp, 2, OfflineConfig(sizes=(8,), behaviour="generative"), torch.Generator())[0]
+    plain, handed = small_agent(), small_agent(handoff=1)
+    for agent in (plain, handed):
+        agent.start(mdp.num_actions, mdp.gamma, runs=2, generator=torch.Generator().manual_seed(1))
+        agent.plan(data)
+    # 8 transitions leave most pairs untried, so no state has every reachable pair tried
+    assert torch.equal(handed.greedy_policy(), plain.greedy_policy())
+
+
 def test_a_greedy_checkpoint_reads_the_greedy_policy_while_the_network_acts():
     mdp = gridworld(3)
     data = collect_datasets(mdp, 2, OfflineConfig(sizes=(64,)), torch.Generator().manual_seed(0))[0]

@@ -29,13 +29,13 @@ from torch import Generator, Tensor
 from torch_geometric.data import Batch
 
 from rlfm.agents.base import Agent
-from rlfm.agents.guard import evidence_scores, guarded_actions
+from rlfm.agents.guard import evidence_scores, fewest_visits_ahead, guarded_actions
 from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, observation_graphs
 from rlfm.network import DEFAULT_DEPTH_RULE, DEPTH_RULES, PolicyNetwork, checked_untried, log_group_softmax
-from rlfm.pretrained import load_network, network_label, packaged_name, packaged_network
+from rlfm.pretrained import LARGE_MDP_STATES, load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
 
@@ -67,6 +67,12 @@ class BatchedInContextAgent(Agent):
         holdout: the greedy policy is certainty equivalence's instead of the network's where data held out
             from each say it is better and neither heads for untried pairs (:mod:`rlfm.agents.holdout`: two
             more network calls on the halves of the counts per plan). Acting is unchanged.
+        handoff: M ≥ 1 hands the greedy choice in a state to the planner network (``"planner"``, which reads
+            certainty equivalence's values and matches it on near-exact models) once every pair that can be
+            reached from that state along observed transitions, its own included, has been tried at least M
+            times (:func:`rlfm.agents.guard.fewest_visits_ahead`): where the data ahead are thick the plan
+            should be planning's. The agent's own network keeps every other state and all of acting. None:
+            off; a no-op when the agent's network is the shipped planner network.
         depth_rule: how a count-only network chooses its sweeps (``"settle"`` or ``"diameter"``, see
             :meth:`~rlfm.network.PolicyNetwork.infer`); None: the network's own.
         bootstrap: the actions are sampled from the network's plan on a Poisson bootstrap of each run's
@@ -130,6 +136,7 @@ class BatchedInContextAgent(Agent):
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
+        handoff: int | None = None,
         depth_rule: str | None = None,
         greedy_checkpoint: str | Path | None = None,
         ensemble: Sequence[str | Path] = (),
@@ -154,9 +161,16 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
             raise ValueError(f"evidence must be a positive number or None, got {evidence}")
-        if sum([guard is not None, evidence is not None, bool(holdout)]) > 1:
+        if handoff is not None and (isinstance(handoff, bool) or not isinstance(handoff, int) or handoff < 1):
+            raise ValueError(f"handoff must be an integer >= 1 or None, got {handoff!r}")
+        readouts = [guard is not None, evidence is not None, bool(holdout), handoff is not None]
+        if sum(readouts) > 1:
             raise ValueError(
-                "guard, evidence and holdout are three readouts of the greedy policy: choose one"
+                "guard, evidence, holdout and handoff are readouts of the greedy policy: choose one"
+            )
+        if handoff is not None and (greedy_checkpoint is not None or ensemble):
+            raise ValueError(
+                "handoff reads the acting network's greedy policy: not with a greedy_checkpoint or an ensemble"
             )
         if greedy_checkpoint is not None and evidence is not None:
             raise ValueError(
@@ -198,6 +212,7 @@ class BatchedInContextAgent(Agent):
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
+        self.handoff = handoff
         self.depth_rule = depth_rule
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
@@ -305,6 +320,26 @@ class BatchedInContextAgent(Agent):
                 self._greedy_actions, actions, counts, self.layout, self.gamma, self.split_generator
             )
             self.greedy_scores[runs] = self.layout.one_hot(chosen)
+        if self.handoff is not None and self.network is not packaged_network(LARGE_MDP_STATES + 1):
+            self._hand_off(runs, counts)
+
+    def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
+        """The greedy actions of rows ``runs`` become the planner network's in the states whose data ahead
+        are thick (every reachable pair tried ``handoff`` times or more)."""
+        fewest = fewest_visits_ahead(EmpiricalModel.from_counts(counts, self.layout))  # (n, SA)
+        thick = -self.layout.state_max(-fewest) >= self.handoff  # (n, S): min over the state's pairs
+        handed = thick.any(dim=1).nonzero().squeeze(1)
+        if handed.numel() == 0:
+            return
+        planner = packaged_network(LARGE_MDP_STATES + 1)  # shared and on the CPU: copied to move it
+        planner = planner if self.device == torch.device("cpu") else copy.deepcopy(planner).to(self.device)
+        chosen = [counts[i] for i in handed.tolist()]
+        scores = self._readout(planner, chosen, {}, warm=False)[2].double().cpu()
+        planned = self.layout.greedy_actions(scores.view(len(chosen), self.layout.num_pairs))
+        rows = runs[handed]
+        own = self.layout.greedy_actions(self.greedy_scores[rows])
+        actions = torch.where(thick[handed], planned, own)
+        self.greedy_scores[rows] = self.layout.one_hot(actions)
 
     def _greedy_actions(self, counts: list[Counts]) -> Tensor:
         """(len(counts), S) the greedy actions of the network that gives the greedy policy, on ``counts``."""
@@ -417,6 +452,7 @@ class BatchedInContextAgent(Agent):
             ),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
+            **({"handoff": self.handoff} if self.handoff is not None else {}),
             **({"holdout": True} if self.holdout else {}),
             **({"ensemble": [str(path) for path in self.ensemble]} if self.ensemble else {}),
             **({"ensemble_greedy": False} if self.ensemble and not self.ensemble_greedy else {}),

@@ -212,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         "from it, 0 where an untried pair is reachable) (default: off)",
     )
     parser.add_argument(
+        "--handoff",
+        type=int,
+        default=None,
+        metavar="M",
+        help="rlfm's greedy action is the planner network's in every state from which each reachable pair has "
+        "been tried at least M times (default: off)",
+    )
+    parser.add_argument(
         "--depth-rule",
         choices=DEPTH_RULES,
         default=None,
@@ -390,9 +398,21 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
         raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
-    if sum([args.guard is not None, args.evidence is not None, bool(args.holdout)]) > 1:
+    if args.handoff is not None and args.handoff < 1:
+        raise ValueError(f"--handoff must be at least 1, got {args.handoff}")
+    readouts = [
+        args.guard is not None,
+        args.evidence is not None,
+        bool(args.holdout),
+        args.handoff is not None,
+    ]
+    if sum(readouts) > 1:
         raise ValueError(
-            "--guard, --evidence and --holdout are three readouts of rlfm's greedy policy: choose one"
+            "--guard, --evidence, --holdout and --handoff are readouts of rlfm's greedy policy: choose one"
+        )
+    if args.handoff is not None and (args.greedy_checkpoint is not None or args.ensemble is not None):
+        raise ValueError(
+            "--handoff reads the acting network's greedy policy: not with --greedy-checkpoint or --ensemble"
         )
     if args.greedy_checkpoint is not None and args.evidence is not None:
         raise ValueError(
@@ -509,6 +529,7 @@ RLFM_FLAGS = (
     "guard",
     "evidence",
     "holdout",
+    "handoff",
     "depth_rule",
 )
 
