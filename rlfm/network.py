@@ -83,6 +83,9 @@ class PolicyNetwork(nn.Module):
         acting_untried_bonus, acting_untried_discount, acting_untried_relative: the untried-pair bonus an
             in-context agent adds when sampling this network's policy by default (β, δ and whether U is
             relative to the state's largest; :func:`rlfm.agents.planning.untried_scores`; β = 0: none).
+        greedy_handoff: M of the handoff an in-context agent applies to this network's greedy policy by
+            default: in states whose reachable pairs all have M visits or more, the shipped planner
+            network's greedy action (:class:`rlfm.agents.incontext.BatchedInContextAgent`; 0: none).
         value_head: add a head beside the policy head that predicts each pair's relative advantage
             (Q*(s, a) − max_b Q*(s, b)) / (max_b Q*(s, b) − min_b Q*(s, b)) ∈ [−1, 0], trained by regression
             (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
@@ -115,6 +118,7 @@ class PolicyNetwork(nn.Module):
         acting_untried_bonus: float = 0.0,
         acting_untried_discount: float = 0.0,
         acting_untried_relative: bool = False,
+        greedy_handoff: int = 0,
         value_head: bool = False,
         greedy_from: str | None = None,
         value_residual: bool = False,
@@ -129,6 +133,7 @@ class PolicyNetwork(nn.Module):
             acting_untried_bonus, acting_untried_discount
         )
         self.acting_untried_relative = bool(acting_untried_relative)
+        self.greedy_handoff = checked_handoff(greedy_handoff)
         self.width = width
         self.heads = heads
         self.num_layers = num_layers
@@ -402,6 +407,13 @@ def checked_acting_temperature(value: object) -> float:
     if isinstance(value, bool) or not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
         raise ValueError(f"acting_temperature must be a positive finite number, got {value!r}")
     return float(value)
+
+
+def checked_handoff(value: object) -> int:
+    """``value`` if it is an integer ≥ 0 (not a bool; 0: no handoff), else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"handoff must be an integer >= 0 (0: none), got {value!r}")
+    return value
 
 
 def checked_untried(bonus: object, discount: object) -> tuple[float | None, float | None]:

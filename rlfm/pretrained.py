@@ -32,6 +32,7 @@ from rlfm.network import (
     PolicyNetwork,
     checked_acting_temperature,
     checked_greedy_from,
+    checked_handoff,
     checked_untried,
     group_softmax,
 )
@@ -130,6 +131,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "acting_untried_bonus": config.get("acting_untried_bonus", 0.0),
             "acting_untried_discount": config.get("acting_untried_discount", 0.0),
             "acting_untried_relative": config.get("acting_untried_relative", False),
+            "greedy_handoff": config.get("greedy_handoff", 0),
             "value_head": config.get("value_head", False),
             "greedy_from": config.get("greedy_from"),
             "value_residual": config.get("value_residual", False),
@@ -173,6 +175,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         )
     try:
         checked_acting_temperature(config.get("acting_temperature", 1.0))
+        checked_handoff(config.get("greedy_handoff", 0))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     for key in ("planner_inputs", "value_head", "value_residual", "acting_head"):
@@ -198,12 +201,14 @@ def export(
     greedy_from: str | None = None,
     trained_weights: bool = False,
     untried: tuple[float, float, bool] | None = None,
+    handoff: int | None = None,
 ) -> Path:
     """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
     sampling temperature agents use by default with it; ``greedy_from``: the head whose argmax is its
     greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both; ``trained_weights``: of a
     run that averaged its weights, the weights being trained instead of the average; ``untried``: the
-    default untried-pair bonus (β, δ, relative) of agents acting with it, None: the source's)."""
+    default untried-pair bonus (β, δ, relative) of agents acting with it, None: the source's; ``handoff``:
+    the default M of agents' handoff to the planner network, 0: none, None: the source's)."""
     network = load_network(checkpoint, trained_weights=trained_weights)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
@@ -219,6 +224,7 @@ def export(
         "acting_untried_bonus": network.acting_untried_bonus if untried is None else float(untried[0]),
         "acting_untried_discount": network.acting_untried_discount if untried is None else float(untried[1]),
         "acting_untried_relative": network.acting_untried_relative if untried is None else bool(untried[2]),
+        "greedy_handoff": checked_handoff(network.greedy_handoff if handoff is None else handoff),
         "value_head": value_head,
         "greedy_from": greedy_from,
         "value_residual": network.value_residual,
@@ -274,6 +280,14 @@ def export_main(argv: list[str] | None = None) -> int:
         help="the untried-pair bonus agents act with by default, e.g. 3,0.5,yes (default: the source's; 0,0,no: none)",
     )
     parser.add_argument(
+        "--handoff",
+        type=int,
+        default=None,
+        metavar="M",
+        help="agents hand the greedy choice to the planner network in states whose reachable pairs all have M"
+        " visits (default: the source's; 0: never)",
+    )
+    parser.add_argument(
         "--trained-weights",
         action="store_true",
         help="of a run that averaged its weights (EMAWeightAveraging): the weights being trained, not the average",
@@ -288,6 +302,7 @@ def export_main(argv: list[str] | None = None) -> int:
             args.greedy_from,
             args.trained_weights,
             None if args.untried is None else _untried_setting(args.untried),
+            args.handoff,
         )
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)

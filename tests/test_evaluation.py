@@ -311,7 +311,7 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--evidence", ["--agents", "rlfm", "--evidence", "1", "--guard", "0.1"]),
         ("--holdout", ["--agents", "ce", "--holdout"]),
         ("--holdout", ["--agents", "rlfm", "--holdout", "--evidence", "1"]),
-        ("--handoff", ["--agents", "rlfm", "--handoff", "0"]),
+        ("--handoff", ["--agents", "rlfm", "--handoff", "-1"]),
         ("--handoff", ["--agents", "ce", "--handoff", "100"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "100", "--guard", "0.1"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "100", "--greedy-checkpoint", "planner"]),

@@ -411,7 +411,7 @@ def test_a_handoff_gives_the_planner_networks_greedy_action_where_the_data_ahead
     assert torch.equal(handed.greedy_policy(), planner.greedy_policy())
     assert not torch.equal(plain.greedy_policy(), planner.greedy_policy())  # an untrained network
     assert handed.hyperparameters()["handoff"] == 10 and "handoff" not in plain.hyperparameters()
-    for bad in (0, -3, 2.5, True):
+    for bad in (-3, 2.5, True):
         with pytest.raises(ValueError, match="handoff"):
             small_agent(handoff=bad)
     with pytest.raises(ValueError, match="choose one"):
@@ -429,6 +429,19 @@ def test_a_handoff_after_few_visits_keeps_the_networks_choice_where_data_ahead_a
         agent.plan(data)
     # 8 transitions leave most pairs untried, so no state has every reachable pair tried
     assert torch.equal(handed.greedy_policy(), plain.greedy_policy())
+
+
+def test_a_networks_file_carries_its_default_handoff_which_other_readouts_turn_off(tmp_path):
+    path = export("default", tmp_path / "handing.pt", handoff=10)
+    assert load_network("default").greedy_handoff == 0  # until the shipped file says otherwise
+    assert load_network(str(path)).greedy_handoff == 10
+    with pytest.raises(ValueError, match="handoff"):
+        export("default", tmp_path / "bad.pt", handoff=-1)
+    assert BatchedInContextAgent(checkpoint=str(path)).handoff == 10
+    assert BatchedInContextAgent(checkpoint=str(path), handoff=0).handoff == 0
+    assert BatchedInContextAgent(checkpoint=str(path), guard=0.001).handoff == 0
+    assert BatchedInContextAgent(checkpoint=str(path), greedy_checkpoint="default").handoff == 0
+    assert BatchedInContextAgent(checkpoint="planner").handoff == 0
 
 
 def test_a_greedy_checkpoint_reads_the_greedy_policy_while_the_network_acts():

@@ -553,6 +553,10 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert err == f"rlfm export: error: no checkpoint at {tmp_path / 'missing.ckpt'}"
     assert main(["export", str(PACKAGED_CHECKPOINT), str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+    assert main(["export", str(PACKAGED_CHECKPOINT), str(tmp_path / "h.pt"), "--handoff", "-1"]) == 2
+    assert "handoff must be an integer >= 0" in capsys.readouterr().err and not (tmp_path / "h.pt").exists()
+    assert main(["export", str(PACKAGED_CHECKPOINT), str(tmp_path / "h.pt"), "--handoff", "50"]) == 0
+    assert torch.load(tmp_path / "h.pt", weights_only=True)["config"]["greedy_handoff"] == 50
 
 
 # -------------------------------------------------------------------------------- the attention layer

@@ -34,7 +34,14 @@ from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
 from rlfm.counts import Counts
 from rlfm.graph import OF, STATE, observation_graphs
-from rlfm.network import DEFAULT_DEPTH_RULE, DEPTH_RULES, PolicyNetwork, checked_untried, log_group_softmax
+from rlfm.network import (
+    DEFAULT_DEPTH_RULE,
+    DEPTH_RULES,
+    PolicyNetwork,
+    checked_handoff,
+    checked_untried,
+    log_group_softmax,
+)
 from rlfm.pretrained import LARGE_MDP_STATES, load_network, network_label, packaged_name, packaged_network
 from rlfm.solve import ActionLayout
 
@@ -71,8 +78,10 @@ class BatchedInContextAgent(Agent):
             certainty equivalence's values and matches it on near-exact models) once every pair that can be
             reached from that state along observed transitions, its own included, has been tried at least M
             times (:func:`rlfm.agents.guard.fewest_visits_ahead`): where the data ahead are thick the plan
-            should be planning's. The agent's own network keeps every other state and all of acting. None:
-            off; a no-op when the agent's network is the shipped planner network.
+            should be planning's. The agent's own network keeps every other state and all of acting. 0:
+            off; None: the network's own default (``greedy_handoff``), or off beside another greedy readout
+            (guard, evidence, holdout, a greedy_checkpoint or an ensemble). A no-op when the agent's
+            network is the shipped planner network.
         depth_rule: how a count-only network chooses its sweeps (``"settle"`` or ``"diameter"``, see
             :meth:`~rlfm.network.PolicyNetwork.infer`); None: the network's own.
         bootstrap: the actions are sampled from the network's plan on a Poisson bootstrap of each run's
@@ -161,14 +170,14 @@ class BatchedInContextAgent(Agent):
             raise ValueError(f"guard must be a positive number or None, got {guard}")
         if evidence is not None and not (math.isfinite(evidence) and evidence > 0):
             raise ValueError(f"evidence must be a positive number or None, got {evidence}")
-        if handoff is not None and (isinstance(handoff, bool) or not isinstance(handoff, int) or handoff < 1):
-            raise ValueError(f"handoff must be an integer >= 1 or None, got {handoff!r}")
-        readouts = [guard is not None, evidence is not None, bool(holdout), handoff is not None]
+        if handoff is not None:
+            checked_handoff(handoff)
+        readouts = [guard is not None, evidence is not None, bool(holdout), bool(handoff)]
         if sum(readouts) > 1:
             raise ValueError(
                 "guard, evidence, holdout and handoff are readouts of the greedy policy: choose one"
             )
-        if handoff is not None and (greedy_checkpoint is not None or ensemble):
+        if handoff and (greedy_checkpoint is not None or ensemble):
             raise ValueError(
                 "handoff reads the acting network's greedy policy: not with a greedy_checkpoint or an ensemble"
             )
@@ -198,6 +207,9 @@ class BatchedInContextAgent(Agent):
         self.default_network = None if default_checkpoint is None else load_network(default_checkpoint)
         self.network_name = "default"  # of the packaged network (until start sees the MDP's size)
         self.requested = (temperature, untried_bonus, untried_discount, untried_relative)
+        # another greedy readout turns the network's default handoff off; an explicit one was checked above
+        other_readout = any(readouts[:3]) or greedy_checkpoint is not None or bool(ensemble)
+        self.requested_handoff = 0 if handoff is None and other_readout else handoff
         if network is None:  # the packaged default comes from the shared cache until start sees the size
             network = self._packaged(1) if self.packaged else load_network(checkpoint)
         self._use(network)
@@ -212,7 +224,6 @@ class BatchedInContextAgent(Agent):
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
-        self.handoff = handoff
         self.depth_rule = depth_rule
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
@@ -239,6 +250,7 @@ class BatchedInContextAgent(Agent):
         self.untried_bonus = network.acting_untried_bonus if bonus is None else bonus
         self.untried_discount = network.acting_untried_discount if discount is None else discount
         self.untried_relative = network.acting_untried_relative if relative is None else relative
+        self.handoff = network.greedy_handoff if self.requested_handoff is None else self.requested_handoff
 
     def _packaged(self, num_states: int) -> PolicyNetwork:
         """The network the size rule gives an MDP of ``num_states`` states (:func:`packaged_network`), with
@@ -320,7 +332,7 @@ class BatchedInContextAgent(Agent):
                 self._greedy_actions, actions, counts, self.layout, self.gamma, self.split_generator
             )
             self.greedy_scores[runs] = self.layout.one_hot(chosen)
-        if self.handoff is not None and self.network is not packaged_network(LARGE_MDP_STATES + 1):
+        if self.handoff > 0 and self.network is not packaged_network(LARGE_MDP_STATES + 1):
             self._hand_off(runs, counts)
 
     def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
@@ -452,7 +464,7 @@ class BatchedInContextAgent(Agent):
             ),
             **({"guard": self.guard} if self.guard is not None else {}),
             **({"evidence": self.evidence} if self.evidence is not None else {}),
-            **({"handoff": self.handoff} if self.handoff is not None else {}),
+            **({"handoff": self.handoff} if self.handoff > 0 else {}),
             **({"holdout": True} if self.holdout else {}),
             **({"ensemble": [str(path) for path in self.ensemble]} if self.ensemble else {}),
             **({"ensemble_greedy": False} if self.ensemble and not self.ensemble_greedy else {}),

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="M",
         help="rlfm's greedy action is the planner network's in every state from which each reachable pair has "
-        "been tried at least M times (default: off)",
+        "been tried at least M times (0: off; default: the network's own, off beside another greedy readout)",
     )
     parser.add_argument(
         "--depth-rule",
@@ -398,8 +398,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
         raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
-    if args.handoff is not None and args.handoff < 1:
-        raise ValueError(f"--handoff must be at least 1, got {args.handoff}")
+    if args.handoff is not None and args.handoff < 0:
+        raise ValueError(f"--handoff must be at least 0 (0: off), got {args.handoff}")
     readouts = [
         args.guard is not None,
         args.evidence is not None,
@@ -410,7 +410,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(
             "--guard, --evidence, --holdout and --handoff are readouts of rlfm's greedy policy: choose one"
         )
-    if args.handoff is not None and (args.greedy_checkpoint is not None or args.ensemble is not None):
+    if args.handoff and (args.greedy_checkpoint is not None or args.ensemble is not None):
         raise ValueError(
             "--handoff reads the acting network's greedy policy: not with --greedy-checkpoint or --ensemble"
         )
