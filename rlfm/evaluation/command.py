@@ -404,7 +404,7 @@ def _check_flags(args: argparse.Namespace) -> None:
         args.guard is not None,
         args.evidence is not None,
         bool(args.holdout),
-        args.handoff is not None,
+        bool(args.handoff),
     ]
     if sum(readouts) > 1:
         raise ValueError(
