@@ -338,6 +338,12 @@ class BatchedInContextAgent(Agent):
     def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
         """The greedy actions of rows ``runs`` become the planner network's in the states whose data ahead
         are thick (every reachable pair tried ``handoff`` times or more)."""
+        # a state is thick only if its own pairs are: skip the reachability rounds for runs with none
+        visits = torch.stack([c.sa_count for c in counts]).double()  # (n, SA)
+        maybe = (-self.layout.state_max(-visits) >= self.handoff).any(dim=1).nonzero().squeeze(1)
+        if maybe.numel() == 0:
+            return
+        runs, counts = runs[maybe], [counts[i] for i in maybe.tolist()]
         fewest = fewest_visits_ahead(EmpiricalModel.from_counts(counts, self.layout))  # (n, SA)
         thick = -self.layout.state_max(-fewest) >= self.handoff  # (n, S): min over the state's pairs
         handed = thick.any(dim=1).nonzero().squeeze(1)
