@@ -332,24 +332,28 @@ class BatchedInContextAgent(Agent):
                 self._greedy_actions, actions, counts, self.layout, self.gamma, self.split_generator
             )
             self.greedy_scores[runs] = self.layout.one_hot(chosen)
-        if self.handoff > 0 and self.network is not packaged_network(LARGE_MDP_STATES + 1):
+        if self.handoff > 0:
             self._hand_off(runs, counts)
 
     def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
         """The greedy actions of rows ``runs`` become the planner network's in the states whose data ahead
-        are thick (every reachable pair tried ``handoff`` times or more)."""
+        are thick (every reachable pair tried ``handoff`` times or more); nothing when the agent's network is
+        the shipped planner network itself."""
+        planner = packaged_network(LARGE_MDP_STATES + 1)  # shared and on the CPU: copied to move it
+        if self.network is planner:
+            return
         # a state is thick only if its own pairs are: skip the reachability rounds for runs with none
         visits = torch.stack([c.sa_count for c in counts]).double()  # (n, SA)
-        maybe = (-self.layout.state_max(-visits) >= self.handoff).any(dim=1).nonzero().squeeze(1)
+        maybe = (self.layout.padded(visits, fill=torch.inf).amin(dim=-1) >= self.handoff).any(dim=1)
+        maybe = maybe.nonzero().squeeze(1)
         if maybe.numel() == 0:
             return
         runs, counts = runs[maybe], [counts[i] for i in maybe.tolist()]
         fewest = fewest_visits_ahead(EmpiricalModel.from_counts(counts, self.layout))  # (n, SA)
-        thick = -self.layout.state_max(-fewest) >= self.handoff  # (n, S): min over the state's pairs
+        thick = self.layout.padded(fewest, fill=torch.inf).amin(dim=-1) >= self.handoff  # (n, S)
         handed = thick.any(dim=1).nonzero().squeeze(1)
         if handed.numel() == 0:
             return
-        planner = packaged_network(LARGE_MDP_STATES + 1)  # shared and on the CPU: copied to move it
         planner = planner if self.device == torch.device("cpu") else copy.deepcopy(planner).to(self.device)
         chosen = [counts[i] for i in handed.tolist()]
         scores = self._readout(planner, chosen, {}, warm=False)[2].double().cpu()

@@ -52,7 +52,7 @@ from rlfm.evaluation.report import (
 )
 from rlfm.evaluation.simulate import Scorer
 from rlfm.mdp import TabularMDP
-from rlfm.network import DEPTH_RULES
+from rlfm.network import DEPTH_RULES, checked_handoff
 from rlfm.speed.machine import machine_facts, package_versions
 
 
@@ -398,8 +398,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise ValueError(f"--guard must be a positive finite number, got {args.guard}")
     if args.evidence is not None and not (math.isfinite(args.evidence) and args.evidence > 0):
         raise ValueError(f"--evidence must be a positive finite number, got {args.evidence}")
-    if args.handoff is not None and args.handoff < 0:
-        raise ValueError(f"--handoff must be at least 0 (0: off), got {args.handoff}")
+    if args.handoff is not None:
+        try:
+            checked_handoff(args.handoff)
+        except ValueError as error:
+            raise ValueError(f"--{error}") from None
     readouts = [
         args.guard is not None,
         args.evidence is not None,
