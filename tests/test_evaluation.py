@@ -126,6 +126,39 @@ def test_uniform_play_costs_about_one_unit_of_regret_per_episode():
     assert (run.scores == 0).all()
 
 
+def test_planning_on_the_agents_own_data_is_scored_beside_it():
+    from rlfm.agents import make_agent
+
+    mdp = get_benchmark("gridworld_3x3")  # deterministic: once every pair is seen, CE plans optimally
+    config = OnlineConfig(episodes=30)
+    random = make_agent("random")  # reads no counts: they are collected for the planner all the same
+    run = run_online(mdp, random, 4, config, torch.Generator().manual_seed(0), plan_on_data=True)
+    assert run.planning_scores is not None and run.planning_scores.shape == run.scores.shape
+    assert (run.scores == 0).all() and torch.allclose(
+        run.planning_scores[:, -1], torch.ones(4, dtype=torch.float64)
+    )
+    assert run.select(slice(1, 3)).planning_scores.shape == (2, 30)
+    plain = run_online(mdp, make_agent("random"), 4, config, torch.Generator().manual_seed(0))
+    assert plain.planning_scores is None and torch.equal(
+        plain.regret, run.regret
+    )  # the agent's runs unchanged
+
+
+def test_the_online_command_reports_planning_on_the_agents_data(tmp_path):
+    out = tmp_path / "online"
+    argv = ["--mode", "online", "--suite", "reference", "--envs", "gridworld_3x3", "--agents", "random"]
+    assert (
+        benchmark_main(
+            [*argv, "--seeds", "2", "--episodes", "30", "--plan-on-data", "--out", str(out), "--no-progress"]
+        )
+        == 0
+    )
+    (record,) = json.loads((out / "results.json").read_text())["results"]
+    assert record["planning_on_data"]["final_normalized_value"] == pytest.approx(1.0)
+    assert record["planning_on_data"]["converged_seeds"] == 2 and record["converged_seeds"] == 0
+    assert "## Certainty equivalence on each agent's own data" in (out / "table.md").read_text()
+
+
 # ------------------------------------------------------------------------------------------ offline
 @pytest.mark.parametrize("behaviour", ["uniform", "epsilon_greedy", "narrow", "generative"])
 def test_offline_datasets_are_nested_prefixes(behaviour):
@@ -311,6 +344,7 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--evidence", ["--agents", "rlfm", "--evidence", "1", "--guard", "0.1"]),
         ("--holdout", ["--agents", "ce", "--holdout"]),
         ("--holdout", ["--agents", "rlfm", "--holdout", "--evidence", "1"]),
+        ("--plan-on-data", ["--mode", "offline", "--agents", "ce", "--plan-on-data"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "-1"]),
         ("--handoff", ["--agents", "ce", "--handoff", "100"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "100", "--guard", "0.1"]),

@@ -244,6 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--episodes", type=int, default=1500, help="online: episodes per run, ≥ 1 (cap and regret budget)"
     )
+    parser.add_argument(
+        "--plan-on-data",
+        action="store_true",
+        help="online: also score certainty equivalence's greedy policy on each agent's own counts after"
+        " every episode (`planning_on_data` in the JSON and a column of the table): how much of what the"
+        " agent collected its greedy policy exploits",
+    )
     parser.add_argument("--horizon", type=int, default=50, help="steps per episode, ≥ 1")
     parser.add_argument("--threshold", type=float, default=0.95, help="online: convergence score, in (0, 1]")
     parser.add_argument(
@@ -432,6 +439,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         )
     if args.ensemble_greedy is not None and args.ensemble is None:
         raise ValueError("--ensemble-greedy says how an --ensemble is read: give --ensemble too")
+    if args.plan_on_data and args.mode != "online":
+        raise ValueError("--plan-on-data belongs to the online protocol (offline, use --agents ce)")
     if args.replan_growth is not None and args.mode != "online":
         raise ValueError(
             "--replan-growth belongs to the online protocol (offline, rlfm plans once per dataset)"
@@ -629,7 +638,7 @@ def _online_pair(
     done = 0
     for agent, count in _batches(name, settings, args.seeds, _extra(name, args)):
         generator = _generator(args.seed, "online", mdp.name, name, str(done))
-        run = run_online(mdp, agent, count * args.seeds, config, generator, scorer, bar)
+        run = run_online(mdp, agent, count * args.seeds, config, generator, scorer, bar, args.plan_on_data)
         for k in range(count):
             hp = {**agent.hyperparameters(), **settings[done + k]} if count > 1 else agent.hyperparameters()
             results.append((hp, run.select(slice(k * args.seeds, (k + 1) * args.seeds))))

@@ -35,6 +35,7 @@ import torch
 from torch import Generator, Tensor
 
 from rlfm.agents.base import Agent
+from rlfm.agents.certainty import CertaintyEquivalence
 from rlfm.counts import Counts
 from rlfm.evaluation.simulate import Scorer, Simulator
 from rlfm.mdp import TabularMDP
@@ -64,11 +65,15 @@ class OnlineRun:
         scores: normalised value of the greedy policy after each episode.
         regret: each episode's normalised regret (its terms of the cumulative regret).
         steps: the episode's length.
+        planning_scores: with ``plan_on_data``, the normalised value of certainty equivalence's greedy
+            policy on the agent's own counts after each episode (how much better the data alone could
+            exploit), else None.
     """
 
     scores: Tensor
     regret: Tensor
     steps: Tensor
+    planning_scores: Tensor | None = None
 
     def episodes_to_converge(self, config: OnlineConfig) -> list[int | None]:
         return episodes_to_converge(self.scores, config.threshold, config.window)
@@ -84,7 +89,8 @@ class OnlineRun:
         return (1.0 - self.scores).sum(dim=1)
 
     def select(self, runs: slice) -> OnlineRun:
-        return OnlineRun(self.scores[runs], self.regret[runs], self.steps[runs])
+        planning = None if self.planning_scores is None else self.planning_scores[runs]
+        return OnlineRun(self.scores[runs], self.regret[runs], self.steps[runs], planning)
 
 
 def episodes_to_converge(
@@ -113,12 +119,15 @@ def run_online(
     generator: Generator,
     scorer: Scorer | None = None,
     progress: Progress | None = None,
+    plan_on_data: bool = False,
 ) -> OnlineRun:
     """Run the online protocol for ``runs`` independent runs of ``agent`` on ``mdp``.
 
     Args:
         scorer: the MDP's exact scorer (built if not given; pass one to share its cache).
         progress: a tqdm-like bar, advanced by one per episode.
+        plan_on_data: also score certainty equivalence's greedy policy on the agent's counts after each
+            episode (:attr:`OnlineRun.planning_scores`; the agent's own runs are unchanged).
     """
     scorer = scorer or Scorer(mdp, config.horizon)
     simulator = Simulator(mdp, generator)
@@ -127,6 +136,10 @@ def run_online(
     counts = [Counts.empty_like(mdp) for _ in range(runs)]
     if agent.uses_counts:
         agent.plan(counts)
+    planner = CertaintyEquivalence() if plan_on_data else None
+    if planner is not None:
+        planner.start(mdp.num_actions, gamma, runs, torch.Generator().manual_seed(0))
+    planning = torch.zeros(runs, config.episodes, dtype=torch.float64) if plan_on_data else None
     scores = torch.zeros(runs, config.episodes, dtype=torch.float64)
     regret = torch.zeros(runs, config.episodes, dtype=torch.float64)
     steps = torch.zeros(runs, config.episodes, dtype=torch.long)
@@ -149,14 +162,18 @@ def run_online(
             if not bool(active.any()):
                 break
             states = next_states
-        if agent.uses_counts:
+        if agent.uses_counts or planner is not None:
             _add_episode(counts, record)
+        if agent.uses_counts:
             agent.plan(counts)
         scores[:, episode] = scorer.normalized(agent.greedy_policy())
+        if planner is not None and planning is not None:
+            planner.plan(counts)
+            planning[:, episode] = scorer.normalized(planner.greedy_policy())
         regret[:, episode] = (scorer.optimal_horizon[start_states] - discounted) / scorer.horizon_gap
         if progress is not None:
             progress.update(1)
-    return OnlineRun(scores, regret, steps)
+    return OnlineRun(scores, regret, steps, planning)
 
 
 def _add_episode(counts: list[Counts], record: list[tuple[Tensor, ...]]) -> None:

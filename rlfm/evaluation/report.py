@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rlfm.evaluation.online import OnlineConfig, OnlineRun
+from rlfm.evaluation.online import OnlineConfig, OnlineRun, episodes_to_converge
 
 BOOTSTRAP_RESAMPLES = 2000
 LEVEL = 0.95
@@ -107,10 +107,25 @@ def summarize_online(run: OnlineRun, config: OnlineConfig, hyperparameters: dict
         "cumulative_regret_ci": bootstrap_ci(regret.tolist()),
         "greedy_regret": float(run.greedy_regret.mean()),
         "final_normalized_value": float(run.scores[:, -1].mean()),
+        **(
+            {}
+            if run.planning_scores is None
+            else {"planning_on_data": _planning(run.planning_scores, config)}
+        ),
         "per_seed": {
             "episodes_to_converge": per_seed,
             "cumulative_regret": [round(v, 3) for v in regret.tolist()],
         },
+    }
+
+
+def _planning(scores: Tensor, config: OnlineConfig) -> dict[str, Any]:
+    """Convergence of certainty equivalence's greedy policy on the agent's own counts, ``scores`` (R, E)."""
+    per_seed = episodes_to_converge(scores, config.threshold, config.window)
+    return {
+        "episodes_to_converge": _median([float(e) if e is not None else math.inf for e in per_seed]),
+        "converged_seeds": sum(e is not None for e in per_seed),
+        "final_normalized_value": float(scores[:, -1].mean()),
     }
 
 
@@ -224,6 +239,25 @@ def markdown_table(mode: str, records: list[dict[str, Any]], metadata: dict[str,
                 f" | [{_fmt(lo)}, {_fmt(hi)}] | {r['converged_seeds']}/{r['seeds']} | {r['cumulative_regret']:.1f}"
                 f" [{_fmt(rlo)}, {_fmt(rhi)}] | {r['final_normalized_value']:.3f} |"
             )
+        planned = [r for r in records if "planning_on_data" in r]
+        if planned:
+            lines += [
+                "",
+                "## Certainty equivalence on each agent's own data",
+                "",
+                "Its greedy policy planned on the counts the agent had collected after each episode, scored alike.",
+                "",
+                "| env | agent | agent: episodes (converged) | CE on its data: episodes (converged) | final value: agent / CE |",
+                "|---|---|---|---|---|",
+            ]
+            for r in planned:
+                p = r["planning_on_data"]
+                lines.append(
+                    f"| {r['env']} | {r['agent']} | {_episodes(r['episodes_to_converge'], r['episodes'])}"
+                    f" ({r['converged_seeds']}/{r['seeds']}) | {_episodes(p['episodes_to_converge'], r['episodes'])}"
+                    f" ({p['converged_seeds']}/{r['seeds']}) | {r['final_normalized_value']:.3f} /"
+                    f" {p['final_normalized_value']:.3f} |"
+                )
         if any(len(r["grid"]) > 1 for r in records):
             lines += [
                 "",
