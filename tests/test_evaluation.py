@@ -156,7 +156,9 @@ def test_the_online_command_reports_planning_on_the_agents_data(tmp_path):
     (record,) = json.loads((out / "results.json").read_text())["results"]
     assert record["planning_on_data"]["final_normalized_value"] == pytest.approx(1.0)
     assert record["planning_on_data"]["converged_seeds"] == 2 and record["converged_seeds"] == 0
+    assert len(record["planning_on_data"]["learning_curve"]["mean"]) == 30
     assert "## Certainty equivalence on each agent's own data" in (out / "table.md").read_text()
+    assert (out / "online_curves.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------------------------------------ offline

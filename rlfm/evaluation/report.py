@@ -126,6 +126,7 @@ def _planning(scores: Tensor, config: OnlineConfig) -> dict[str, Any]:
         "episodes_to_converge": _median([float(e) if e is not None else math.inf for e in per_seed]),
         "converged_seeds": sum(e is not None for e in per_seed),
         "final_normalized_value": float(scores[:, -1].mean()),
+        "learning_curve": curve(scores),
     }
 
 
@@ -314,7 +315,8 @@ def _panels(count: int) -> tuple[Any, list[Any]]:
 
 
 def plot_online(records: list[dict[str, Any]], path: Path) -> None:
-    """Learning curves (normalised value of the greedy policy per episode, mean ± CI), one panel per env."""
+    """Learning curves (normalised value of the greedy policy per episode, mean ± CI), one panel per env;
+    dashed, certainty equivalence's on each agent's own counts where the run has them (``--plan-on-data``)."""
     envs = list(dict.fromkeys(r["env"] for r in records))
     figure, axes = _panels(len(envs))
     for axis, env in zip(axes, envs, strict=True):
@@ -324,6 +326,16 @@ def plot_online(records: list[dict[str, Any]], path: Path) -> None:
             episodes = range(1, len(c["mean"]) + 1)
             (line,) = axis.plot(episodes, c["mean"], label=r["agent"], linewidth=1.2)
             axis.fill_between(episodes, c["ci_low"], c["ci_high"], color=line.get_color(), alpha=0.2)
+            if "planning_on_data" in r:  # CE on the agent's counts: dashed, in the agent's colour
+                planned = r["planning_on_data"]["learning_curve"]["mean"]
+                axis.plot(
+                    episodes,
+                    planned,
+                    color=line.get_color(),
+                    linestyle="--",
+                    linewidth=1.0,
+                    label=f"CE on {r['agent']}'s data",
+                )
         axis.set_xscale("log")
         axis.set_ylim(max(min(-0.2, lowest), -2.0) - 0.05, 1.05)
         axis.axhline(0.95, color="grey", linestyle=":", linewidth=0.8)
