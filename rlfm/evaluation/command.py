@@ -248,8 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--plan-on-data",
         action="store_true",
         help="online: also score certainty equivalence's greedy policy on each agent's own counts after"
-        " every episode (`planning_on_data` in the JSON and a column of the table): how much of what the"
-        " agent collected its greedy policy exploits",
+        " every episode (`planning_on_data` in the JSON, a table of its own, dashed curves): how much of"
+        " what the agent collected its greedy policy exploits",
     )
     parser.add_argument("--horizon", type=int, default=50, help="steps per episode, ≥ 1")
     parser.add_argument("--threshold", type=float, default=0.95, help="online: convergence score, in (0, 1]")

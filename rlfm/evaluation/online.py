@@ -139,7 +139,7 @@ def run_online(
     planner = CertaintyEquivalence() if plan_on_data else None
     if planner is not None:
         planner.start(mdp.num_actions, gamma, runs, torch.Generator().manual_seed(0))
-    planning = torch.zeros(runs, config.episodes, dtype=torch.float64) if plan_on_data else None
+    planning = torch.zeros(runs, config.episodes, dtype=torch.float64)
     scores = torch.zeros(runs, config.episodes, dtype=torch.float64)
     regret = torch.zeros(runs, config.episodes, dtype=torch.float64)
     steps = torch.zeros(runs, config.episodes, dtype=torch.long)
@@ -167,13 +167,13 @@ def run_online(
         if agent.uses_counts:
             agent.plan(counts)
         scores[:, episode] = scorer.normalized(agent.greedy_policy())
-        if planner is not None and planning is not None:
+        if planner is not None:
             planner.plan(counts)
             planning[:, episode] = scorer.normalized(planner.greedy_policy())
         regret[:, episode] = (scorer.optimal_horizon[start_states] - discounted) / scorer.horizon_gap
         if progress is not None:
             progress.update(1)
-    return OnlineRun(scores, regret, steps, planning)
+    return OnlineRun(scores, regret, steps, None if planner is None else planning)
 
 
 def _add_episode(counts: list[Counts], record: list[tuple[Tensor, ...]]) -> None:
