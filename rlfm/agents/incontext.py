@@ -232,6 +232,7 @@ class BatchedInContextAgent(Agent):
         self.ensemble = ensemble
         self.ensemble_greedy = bool(ensemble_greedy)
         self.partners = [load_network(path).to(self.device).eval() for path in ensemble]
+        self._device_planner: PolicyNetwork | None = None  # the handoff's planner network off the CPU
         if self.partners and any(n.greedy_from != "policy" for n in (self.network, *self.partners)):
             raise ValueError(
                 "an ensemble averages policy heads: a network read greedily by value cannot join"
@@ -354,7 +355,10 @@ class BatchedInContextAgent(Agent):
         handed = thick.any(dim=1).nonzero().squeeze(1)
         if handed.numel() == 0:
             return
-        planner = planner if self.device == torch.device("cpu") else copy.deepcopy(planner).to(self.device)
+        if self.device != torch.device("cpu"):  # one copy on the device per agent, not one per plan
+            if self._device_planner is None:
+                self._device_planner = copy.deepcopy(planner).to(self.device)
+            planner = self._device_planner
         chosen = [counts[i] for i in handed.tolist()]
         scores = self._readout(planner, chosen, {}, warm=False)[2].double().cpu()
         planned = self.layout.greedy_actions(scores.view(len(chosen), self.layout.num_pairs))

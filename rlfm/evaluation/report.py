@@ -94,12 +94,11 @@ def curve(scores: Tensor, digits: int = 4) -> dict[str, list[float]]:
 def summarize_online(run: OnlineRun, config: OnlineConfig, hyperparameters: dict[str, Any]) -> dict[str, Any]:
     """The metrics of one setting over its seeds (see :mod:`rlfm.evaluation.online` for definitions)."""
     per_seed = run.episodes_to_converge(config)
-    censored = [float(e) if e is not None else math.inf for e in per_seed]
+    censored = _censored(per_seed)
     regret = run.cumulative_regret
     return {
         "hyperparameters": hyperparameters,
-        "episodes_to_converge": _median(censored),
-        "converged_seeds": sum(e is not None for e in per_seed),
+        **_convergence(per_seed),
         "seeds": len(per_seed),
         "episodes_to_converge_ci": bootstrap_ci(censored, "median"),
         "cumulative_regret": float(regret.mean()),
@@ -119,12 +118,23 @@ def summarize_online(run: OnlineRun, config: OnlineConfig, hyperparameters: dict
     }
 
 
+def _censored(per_seed: list[int | None]) -> list[float]:
+    """Episodes to converge per seed, +∞ for a seed that never converged."""
+    return [float(e) if e is not None else math.inf for e in per_seed]
+
+
+def _convergence(per_seed: list[int | None]) -> dict[str, Any]:
+    """The headline median (never-converged seeds as +∞; None if infinite) and the converged count."""
+    return {
+        "episodes_to_converge": _median(_censored(per_seed)),
+        "converged_seeds": sum(e is not None for e in per_seed),
+    }
+
+
 def _planning(scores: Tensor, config: OnlineConfig) -> dict[str, Any]:
     """Convergence of certainty equivalence's greedy policy on the agent's own counts, ``scores`` (R, E)."""
-    per_seed = episodes_to_converge(scores, config.threshold, config.window)
     return {
-        "episodes_to_converge": _median([float(e) if e is not None else math.inf for e in per_seed]),
-        "converged_seeds": sum(e is not None for e in per_seed),
+        **_convergence(episodes_to_converge(scores, config.threshold, config.window)),
         "final_normalized_value": float(scores[:, -1].mean()),
         "learning_curve": curve(scores),
     }
