@@ -29,6 +29,7 @@ from torch import Generator, Tensor
 from torch_geometric.data import Batch
 
 from rlfm.agents.base import Agent
+from rlfm.agents.dominance import dominant_actions
 from rlfm.agents.guard import evidence_scores, fewest_visits_ahead, guarded_actions
 from rlfm.agents.holdout import holdout_actions
 from rlfm.agents.planning import EmpiricalModel, untried_scores
@@ -74,6 +75,9 @@ class BatchedInContextAgent(Agent):
         holdout: the greedy policy is certainty equivalence's instead of the network's where data held out
             from each say it is better and neither heads for untried pairs (:mod:`rlfm.agents.holdout`: two
             more network calls on the halves of the counts per plan). Acting is unchanged.
+        dominance: after every other readout, the whole greedy policy becomes certainty equivalence's in a
+            run where CE's plan, valued with a worst-case unseen outcome, beats the network's valued with a
+            best-case one (:mod:`rlfm.agents.dominance`). Acting is unchanged.
         handoff: M ≥ 1 hands the greedy choice in a state to the planner network (``"planner"``, which reads
             certainty equivalence's values and matches it on near-exact models) once every pair that can be
             reached from that state along observed transitions, its own included, has been tried at least M
@@ -145,6 +149,7 @@ class BatchedInContextAgent(Agent):
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
+        dominance: bool = False,
         handoff: int | None = None,
         depth_rule: str | None = None,
         greedy_checkpoint: str | Path | None = None,
@@ -224,6 +229,7 @@ class BatchedInContextAgent(Agent):
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
+        self.dominance = bool(dominance)
         self.depth_rule = depth_rule
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
@@ -335,6 +341,10 @@ class BatchedInContextAgent(Agent):
             self.greedy_scores[runs] = self.layout.one_hot(chosen)
         if self.handoff > 0:
             self._hand_off(runs, counts)
+        if self.dominance:
+            actions = self.layout.greedy_actions(self.greedy_scores[runs])
+            chosen = dominant_actions(actions, counts, self.layout, self.gamma)
+            self.greedy_scores[runs] = self.layout.one_hot(chosen)
 
     def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
         """The greedy actions of rows ``runs`` become the planner network's in the states whose data ahead
@@ -480,6 +490,7 @@ class BatchedInContextAgent(Agent):
             **({"evidence": self.evidence} if self.evidence is not None else {}),
             **({"handoff": self.handoff} if self.handoff > 0 else {}),
             **({"holdout": True} if self.holdout else {}),
+            **({"dominance": True} if self.dominance else {}),
             **({"ensemble": [str(path) for path in self.ensemble]} if self.ensemble else {}),
             **({"ensemble_greedy": False} if self.ensemble and not self.ensemble_greedy else {}),
             **(

@@ -236,6 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
         " untried pairs (default: off)",
     )
     parser.add_argument(
+        "--dominance",
+        action="store_const",
+        const=True,
+        default=None,
+        help="after every other readout, rlfm's whole greedy policy becomes certainty equivalence's where"
+        " CE's plan valued with a worst-case unseen outcome beats rlfm's valued with a best-case one"
+        " (default: off)",
+    )
+    parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
     )
     parser.add_argument(
@@ -541,6 +550,7 @@ RLFM_FLAGS = (
     "guard",
     "evidence",
     "holdout",
+    "dominance",
     "handoff",
     "depth_rule",
 )
