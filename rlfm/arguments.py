@@ -15,6 +15,16 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def yes_no(text: str) -> bool:
+    """``yes``/``no`` (or true/false, 1/0) as a bool, for argparse's ``type``."""
+    value = text.strip().lower()
+    if value in ("yes", "true", "1"):
+        return True
+    if value in ("no", "false", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
+
+
 def prepare_out_dir(out: Path) -> None:
     """Create the output directory ``out`` and check that a file can be written in it (``ValueError`` if not)."""
     if out.exists() and not out.is_dir():

@@ -86,6 +86,9 @@ class PolicyNetwork(nn.Module):
         greedy_handoff: M of the handoff an in-context agent applies to this network's greedy policy by
             default: in states whose reachable pairs all have M visits or more, the shipped planner
             network's greedy action (:class:`rlfm.agents.incontext.BatchedInContextAgent`; 0: none).
+        greedy_dominance: whether an in-context agent applies the dominance switch to this network's greedy
+            policy by default (certainty equivalence's whole plan where its worst case beats the network's
+            best case, :mod:`rlfm.agents.dominance`).
         value_head: add a head beside the policy head that predicts each pair's relative advantage
             (Q*(s, a) − max_b Q*(s, b)) / (max_b Q*(s, b) − min_b Q*(s, b)) ∈ [−1, 0], trained by regression
             (:func:`rlfm.system.value_losses`): its posterior mean given the data, a greedy readout that
@@ -119,6 +122,7 @@ class PolicyNetwork(nn.Module):
         acting_untried_discount: float = 0.0,
         acting_untried_relative: bool = False,
         greedy_handoff: int = 0,
+        greedy_dominance: bool = False,
         value_head: bool = False,
         greedy_from: str | None = None,
         value_residual: bool = False,
@@ -134,6 +138,7 @@ class PolicyNetwork(nn.Module):
         )
         self.acting_untried_relative = bool(acting_untried_relative)
         self.greedy_handoff = checked_handoff(greedy_handoff)
+        self.greedy_dominance = bool(greedy_dominance)
         self.width = width
         self.heads = heads
         self.num_layers = num_layers

@@ -24,6 +24,7 @@ from typing import Any, NamedTuple
 
 import torch
 
+from rlfm.arguments import yes_no
 from rlfm.counts import Counts
 from rlfm.graph import observation_graph
 from rlfm.mdp import check_gamma
@@ -132,6 +133,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "acting_untried_discount": config.get("acting_untried_discount", 0.0),
             "acting_untried_relative": config.get("acting_untried_relative", False),
             "greedy_handoff": config.get("greedy_handoff", 0),
+            "greedy_dominance": config.get("greedy_dominance", False),
             "value_head": config.get("value_head", False),
             "greedy_from": config.get("greedy_from"),
             "value_residual": config.get("value_residual", False),
@@ -178,7 +180,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
         checked_handoff(config.get("greedy_handoff", 0))
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
-    for key in ("planner_inputs", "value_head", "value_residual", "acting_head"):
+    for key in ("planner_inputs", "value_head", "value_residual", "acting_head", "greedy_dominance"):
         if not isinstance(config[key], bool):
             raise ValueError(f"{path}: {key} must be true or false, got {config[key]!r}")
     try:
@@ -202,13 +204,15 @@ def export(
     trained_weights: bool = False,
     untried: tuple[float, float, bool] | None = None,
     handoff: int | None = None,
+    dominance: bool | None = None,
 ) -> Path:
     """Write the compact format of the network in ``checkpoint`` to ``out`` (``acting_temperature``: the
     sampling temperature agents use by default with it; ``greedy_from``: the head whose argmax is its
     greedy policy, ``"policy"`` or ``"value"``; None keeps the source's for both; ``trained_weights``: of a
     run that averaged its weights, the weights being trained instead of the average; ``untried``: the
     default untried-pair bonus (β, δ, relative) of agents acting with it, None: the source's; ``handoff``:
-    the default M of agents' handoff to the planner network, 0: none, None: the source's)."""
+    the default M of agents' handoff to the planner network, 0: none, None: the source's; ``dominance``:
+    whether agents apply the dominance switch by default, None: the source's)."""
     network = load_network(checkpoint, trained_weights=trained_weights)
     if acting_temperature is None:
         acting_temperature = network.acting_temperature
@@ -225,6 +229,7 @@ def export(
         "acting_untried_discount": network.acting_untried_discount if untried is None else float(untried[1]),
         "acting_untried_relative": network.acting_untried_relative if untried is None else bool(untried[2]),
         "greedy_handoff": checked_handoff(network.greedy_handoff if handoff is None else handoff),
+        "greedy_dominance": network.greedy_dominance if dominance is None else bool(dominance),
         "value_head": value_head,
         "greedy_from": greedy_from,
         "value_residual": network.value_residual,
@@ -288,6 +293,13 @@ def export_main(argv: list[str] | None = None) -> int:
         " visits (default: the source's; 0: never)",
     )
     parser.add_argument(
+        "--dominance",
+        type=yes_no,
+        default=None,
+        metavar="yes|no",
+        help="whether agents apply the dominance switch to the greedy policy by default (default: the source's)",
+    )
+    parser.add_argument(
         "--trained-weights",
         action="store_true",
         help="of a run that averaged its weights (EMAWeightAveraging): the weights being trained, not the average",
@@ -303,6 +315,7 @@ def export_main(argv: list[str] | None = None) -> int:
             args.trained_weights,
             None if args.untried is None else _untried_setting(args.untried),
             args.handoff,
+            args.dominance,
         )
     except (ValueError, OSError) as error:  # FileNotFoundError is an OSError
         print(f"rlfm export: error: {error}", file=sys.stderr)

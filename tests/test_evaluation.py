@@ -347,6 +347,8 @@ def test_command_rejects_bad_requests(tmp_path, capsys):
         ("--holdout", ["--agents", "ce", "--holdout"]),
         ("--holdout", ["--agents", "rlfm", "--holdout", "--evidence", "1"]),
         ("--plan-on-data", ["--mode", "offline", "--agents", "ce", "--plan-on-data"]),
+        ("--dominance", ["--agents", "ce", "--dominance", "yes"]),
+        ("--dominance", ["--agents", "rlfm", "--dominance", "maybe"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "-1"]),
         ("--handoff", ["--agents", "ce", "--handoff", "100"]),
         ("--handoff", ["--agents", "rlfm", "--handoff", "100", "--guard", "0.1"]),

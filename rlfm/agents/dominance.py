@@ -13,22 +13,30 @@ happens, worth the worst value the data allow to CE's plan and the best to the n
     \quad V_+ = \frac{\max(0, \hat r_{\max})}{1 - \gamma},
 
 and the greedy policy becomes CE's (in every state) if :math:`J(V^{\mathrm{CE}}_-) > J(V^\theta_+)`, with
-:math:`J(V) = \sum_s N(s) V(s) / \sum_s N(s)` the visit-weighted mean value. Ties and doubt go to the
-network.
+:math:`J(V) = \sum_s N(s) V(s) / \sum_s N(s)` the visit-weighted mean value, and the network's plan
+leads from no visited state to an untried pair along observed transitions (there it bets on its prior,
+e.g. on a reward at the unseen far end of a chain, larger than any observed, which no V_+ bounds). Ties
+and doubt go to the network.
 
-The unseen mass is a Chinese-restaurant (Dirichlet-process) predictive, :math:`m(s, a) = \alpha / (\alpha +
-N(s, a))` (1 for an untried pair, 0 for a state seen to end an episode), with one concentration α per
-dataset fitted by moments to how often revisits revealed something new: the K(s, a) distinct outcomes of
-each pair tried twice or more (distinct successors, one more when a single successor came with rewards that
-varied) match their expectation :math:`\sum_{i < N} \alpha / (\alpha + i)`. A world whose revisits always
-repeated themselves (deterministic, like a cliff) has α = 0, and a path tried once is then trusted; on a
-slippery lake α ≈ 1–2 and thin paths count for little. Without any revisit nothing is known about the
-world: m = 1 and the network's plan stands.
+The unseen mass is a Chinese-restaurant (Dirichlet-process) predictive plus, in a world seen to be
+stochastic, the sampling noise of the observed frequencies,
+
+.. math::
+    m(s, a) = \min\Big(1, \frac{\alpha}{\alpha + N(s, a)} + \frac{[\alpha > 0]}{\sqrt{N(s, a)}}\Big)
+
+(1 for an untried pair, 0 for a state seen to end an episode), with one concentration α per dataset fitted
+by moments to how often revisits revealed something new: the K(s, a) distinct outcomes of each pair tried
+twice or more (distinct successors, one more when a single successor came with rewards that varied)
+match their expectation :math:`\sum_{i < N} \alpha / (\alpha + i)`. A world whose revisits always repeated
+themselves (deterministic, like a cliff) has α = 0, and a path tried once is then trusted; on a slippery
+lake α ≈ 1–2 and the switch waits for data far thicker than a plan's small Q-gaps (the handoff to the
+planner network covers those). Without any revisit nothing is known about the world: m = 1 and the
+network's plan stands.
 
 As data grow, m → 0 on every pair the plans use and both values tend to their values on (r̂, P̂): the
 switch then takes CE's plan wherever it is worth more there. With few data it fires only where the
-network's plan is worse than CE's by more than all the doubt the data leave (a network that walks in a loop
-beside a path it has seen). Acting is unchanged: only the greedy (exploitation) policy is selected.
+network's plan is worse than CE's by more than all the doubt the data leave (in a deterministic world, a
+network that walks in a loop beside a path it has seen). Acting is unchanged: only the greedy (exploitation) policy is selected.
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from rlfm.agents.holdout import ce_actions
+from rlfm.agents.holdout import ce_actions, reaches_untried
 from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel
 from rlfm.counts import Counts
 from rlfm.solve import ActionLayout, evaluate_policy
@@ -83,10 +91,12 @@ def novelty_concentration(model: EmpiricalModel) -> Tensor:
 
 
 def unseen_mass(model: EmpiricalModel, concentration: Tensor) -> Tensor:
-    """(R, SA) m(s, a) = α / (α + N(s, a)) for ``concentration`` α (R,): 1 where untried (or α = +∞), 0 for
-    the pairs of states seen to end an episode."""
-    alpha = concentration[:, None]
-    mass = torch.where(alpha.isinf() | (model.count == 0), 1.0, alpha / (alpha + model.count))
+    """(R, SA) m(s, a) = α / (α + N) + [α > 0] / √N for ``concentration`` α (R,), at most 1: 1 where untried
+    (or α = +∞), 0 for the pairs of states seen to end an episode."""
+    alpha, count = concentration[:, None], model.count
+    noise = torch.where(alpha > 0, count.clamp(min=1).rsqrt(), 0.0)  # the seen frequencies' sampling noise
+    mass = (alpha / (alpha + count.clamp(min=1)) + noise).clamp(max=1.0)
+    mass = torch.where(alpha.isinf() | (count == 0), 1.0, mass)
     return torch.where(model.terminal[:, model.layout.sa_state], 0.0, mass)
 
 
@@ -120,5 +130,6 @@ def dominant_actions(actions: Tensor, counts: list[Counts], layout: ActionLayout
     weight = visits / visits.sum(dim=1, keepdim=True).clamp(min=1.0)
     worst_planned, best_network = (values * weight).sum(dim=-1)  # (R,) each
     tolerance = RELATIVE_TOLERANCE * model.scale / (1.0 - gamma)
-    switch = worst_planned > best_network + tolerance
+    hoping = (reaches_untried(model, actions) & (visits > 0)).any(dim=1)  # (R,) its best case is unbounded
+    switch = (worst_planned > best_network + tolerance) & ~hoping
     return torch.where(switch[:, None], planned, actions)

@@ -77,7 +77,8 @@ class BatchedInContextAgent(Agent):
             more network calls on the halves of the counts per plan). Acting is unchanged.
         dominance: after every other readout, the whole greedy policy becomes certainty equivalence's in a
             run where CE's plan, valued with a worst-case unseen outcome, beats the network's valued with a
-            best-case one (:mod:`rlfm.agents.dominance`). Acting is unchanged.
+            best-case one (:mod:`rlfm.agents.dominance`). Acting is unchanged. None: the network's own
+            default (``greedy_dominance``).
         handoff: M ≥ 1 hands the greedy choice in a state to the planner network (``"planner"``, which reads
             certainty equivalence's values and matches it on near-exact models) once every pair that can be
             reached from that state along observed transitions, its own included, has been tried at least M
@@ -149,7 +150,7 @@ class BatchedInContextAgent(Agent):
         guard: float | None = None,
         evidence: float | None = None,
         holdout: bool = False,
-        dominance: bool = False,
+        dominance: bool | None = None,
         handoff: int | None = None,
         depth_rule: str | None = None,
         greedy_checkpoint: str | Path | None = None,
@@ -215,6 +216,7 @@ class BatchedInContextAgent(Agent):
         # another greedy readout turns the network's default handoff off; an explicit one was checked above
         other_readout = any(readouts[:3]) or greedy_checkpoint is not None or bool(ensemble)
         self.requested_handoff = 0 if handoff is None and other_readout else handoff
+        self.requested_dominance = dominance
         if network is None:  # the packaged default comes from the shared cache until start sees the size
             network = self._packaged(1) if self.packaged else load_network(checkpoint)
         self._use(network)
@@ -229,7 +231,6 @@ class BatchedInContextAgent(Agent):
         self.guard = guard
         self.evidence = evidence
         self.holdout = bool(holdout)
-        self.dominance = bool(dominance)
         self.depth_rule = depth_rule
         self.greedy_checkpoint = greedy_checkpoint
         self.greedy_network = (
@@ -258,6 +259,8 @@ class BatchedInContextAgent(Agent):
         self.untried_discount = network.acting_untried_discount if discount is None else discount
         self.untried_relative = network.acting_untried_relative if relative is None else relative
         self.handoff = network.greedy_handoff if self.requested_handoff is None else self.requested_handoff
+        requested = self.requested_dominance
+        self.dominance = network.greedy_dominance if requested is None else bool(requested)
 
     def _packaged(self, num_states: int) -> PolicyNetwork:
         """The network the size rule gives an MDP of ``num_states`` states (:func:`packaged_network`), with

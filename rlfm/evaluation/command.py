@@ -38,7 +38,7 @@ from typing import Any
 import torch
 
 from rlfm.agents import AGENT_NAMES, agent_class, agent_names, make_agent
-from rlfm.arguments import OneLineParser, prepare_out_dir
+from rlfm.arguments import OneLineParser, prepare_out_dir, yes_no
 from rlfm.benchmarks import SUITES, get_benchmark
 from rlfm.evaluation.offline import BEHAVIOURS, DEFAULT_SIZES, OfflineConfig, collect_datasets, run_offline
 from rlfm.evaluation.online import OnlineConfig, OnlineRun, run_online
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--ensemble-greedy",
-        type=_yes_no,
+        type=yes_no,
         nargs="?",
         const=True,
         default=None,
@@ -169,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--untried-relative",
-        type=_yes_no,
+        type=yes_no,
         nargs="?",
         const=True,
         default=None,
@@ -237,12 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--dominance",
-        action="store_const",
-        const=True,
+        type=yes_no,
         default=None,
+        metavar="yes|no",
         help="after every other readout, rlfm's whole greedy policy becomes certainty equivalence's where"
         " CE's plan valued with a worst-case unseen outcome beats rlfm's valued with a best-case one"
-        " (default: off)",
+        " (default: the network's own)",
     )
     parser.add_argument(
         "--out", required=True, type=Path, help="output directory (created; checked writable before any work)"
@@ -471,16 +471,6 @@ def _check_flags(args: argparse.Namespace) -> None:
         text = getattr(args, flag)
         if text is not None and not _names(text):
             raise ValueError(f"--{flag} {text!r} names nothing; give comma-separated names")
-
-
-def _yes_no(text: str) -> bool:
-    """``yes``/``no`` (or true/false, 1/0) as a bool."""
-    value = text.strip().lower()
-    if value in ("yes", "true", "1"):
-        return True
-    if value in ("no", "false", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected yes or no, got {text!r}")
 
 
 def _sizes(text: str) -> tuple[int, ...]:
