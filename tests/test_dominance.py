@@ -3,8 +3,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rlfm.agents.dominance import bounded_values, dominant_actions, novelty_concentration, unseen_mass
-from rlfm.agents.holdout import ce_actions
+from rlfm.agents.dominance import dominant_actions, novelty_concentration, unseen_mass
 from rlfm.agents.incontext import BatchedInContextAgent
 from rlfm.agents.planning import EmpiricalModel
 from rlfm.benchmarks.reference import gridworld
@@ -13,22 +12,26 @@ from rlfm.counts import Counts
 from rlfm.evaluation.offline import OfflineConfig, collect_datasets
 from rlfm.network import PolicyNetwork
 from rlfm.pretrained import export, load_network
-from rlfm.solve import ActionLayout, evaluate_policy, normalized_value
+from rlfm.solve import ActionLayout, normalized_value
 
 GAMMA = 0.9
-LOOP = torch.tensor([[0, 0, 0]])  # a policy that stays in state 0
+END = torch.tensor([[0] * 12])  # the network's plan: end the episode at once from state 0
 
 
-def corridor(slippery: bool = False) -> Counts:
-    """State 0 loops on itself (action 0, cost 0.5 per step, tried 5 times) or moves on to state 1 (action 1,
-    tried once); state 1 moves on to the goal 2, which ends the episode (action 1, once) or back (action 0,
-    once). Every other step costs 1. ``slippery``: two more tries of state 1's action 0, one of which
-    slipped."""
-    counts = Counts.empty([2, 2, 2])
-    counts.update([0] * 5, [0] * 5, -0.5, [0] * 5)
-    counts.update([0, 1, 1], [1, 1, 0], -1.0, [1, 2, 0], [False, True, False])
-    if slippery:
-        counts.update([1, 1], [0, 0], -1.0, [2, 0])
+def world(stochastic: bool = False, visits: int = 20) -> Counts:
+    """12 states, 2 actions. State 0 ends the episode at a cost of 1.5 (action 0, tried ``visits`` times) or
+    moves to state 1 at 0.1 (action 1, once), from where the goal 2 costs 0.1 more (once): CE's plan, worth
+    -0.19. State 3 is a trap (-1 per step forever); states 4 … 11 end the episode at -1, or with
+    ``stochastic`` half of their tries fall into the trap instead. Every pair but state 1's is tried
+    ``visits`` times."""
+    counts = Counts.empty([2] * 12)
+    counts.update([0] * visits, [0] * visits, -1.5, [2] * visits, True)
+    counts.update([0, 1, 1], [1, 1, 0], -0.1, [1, 2, 0], [False, True, False])
+    counts.update([3] * 2 * visits, [0, 1] * visits, -1.0, [3] * 2 * visits)
+    for state in range(4, 12):
+        for action in (0, 1):
+            ends = [2, 3] * (visits // 2) if stochastic else [2] * visits
+            counts.update([state] * visits, [action] * visits, -1.0, ends, [s == 2 for s in ends])
     return counts
 
 
@@ -36,71 +39,67 @@ def model_of(*counts: Counts) -> EmpiricalModel:
     return EmpiricalModel.from_counts(list(counts), ActionLayout(counts[0].num_actions))
 
 
-def test_the_concentration_reads_how_often_revisits_revealed_something_new():
-    assert float(novelty_concentration(model_of(corridor()))[0]) == 0.0  # revisits always repeated
-    single = Counts.empty([2, 2, 2]).update(0, 0, 0.0, 1)
-    assert float(novelty_concentration(model_of(single))[0]) == torch.inf  # nothing revisited
-    spread = Counts.empty([2, 2, 2]).update([0] * 6, [0] * 6, 0.0, [0, 1, 2, 0, 1, 2])
-    model = model_of(spread)
-    alpha = float(novelty_concentration(model)[0])
-    expected = sum(alpha / (alpha + i) for i in range(6))  # E[K | N = 6, α] = 3 outcomes seen
-    assert expected == pytest.approx(3.0, abs=1e-6)
-    mass = unseen_mass(model, novelty_concentration(model))[0]
-    noise = 6**-0.5  # the world is stochastic: the seen frequencies' sampling noise counts too
-    assert float(mass[0]) == pytest.approx(alpha / (alpha + 6) + noise) and bool((mass[1:] == 1).all())
-    assert float(unseen_mass(model_of(corridor()), torch.zeros(1))[0, 0]) == 0.0  # deterministic: none
-    rewards = Counts.empty([2, 2, 2]).update([0] * 4, [0] * 4, [0.0, 1.0, 0.0, 1.0], [1] * 4)
-    assert float(novelty_concentration(model_of(rewards))[0]) > 0  # one successor, rewards that varied
+def test_the_concentration_is_the_upper_end_of_what_revisits_allow():
+    assert (
+        float(novelty_concentration(model_of(Counts.empty([2, 2, 2]).update(0, 0, 0.0, 1)))[0]) == torch.inf
+    )
+    few = Counts.empty([2, 2, 2]).update([0] * 4, [0] * 4, 0.0, [1] * 4)  # 3 revisits prove nothing
+    assert float(novelty_concentration(model_of(few))[0]) == torch.inf
+    quiet, noisy = (float(novelty_concentration(model_of(world(s)))[0]) for s in (False, True))
+    assert 0 < quiet < 0.1 < noisy < torch.inf  # a deterministic world's is small
+    rewards = Counts.empty([2, 2, 2]).update([0] * 40, [0] * 40, [0.0, 1.0] * 20, [1] * 40)
+    assert float(novelty_concentration(model_of(rewards))[0]) > float(
+        novelty_concentration(model_of(Counts.empty([2, 2, 2]).update([0] * 40, [0] * 40, 0.0, [1] * 40)))[0]
+    )  # one successor, but rewards that varied
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(2, 30), st.integers(1, 3)), min_size=1, max_size=6))
-def test_the_fitted_concentration_matches_the_outcomes_seen(pairs: list[tuple[int, int]]):
+@given(st.lists(st.tuples(st.integers(2, 60), st.integers(1, 3)), min_size=1, max_size=6))
+def test_the_fitted_concentration_solves_its_moment_equation(pairs: list[tuple[int, int]]):
     counts = Counts.empty([1] * len(pairs) + [1, 1, 1])
     for sa, (visits, outcomes) in enumerate(pairs):
         successors = [len(pairs) + i % outcomes for i in range(visits)]
         counts.update([sa] * visits, [0] * visits, 0.0, successors)
     alpha = float(novelty_concentration(model_of(counts))[0])
-    seen = sum(min(k, n) for n, k in pairs)
-    if seen == len(pairs):
-        assert alpha == 0.0
-    elif seen == sum(n for n, _ in pairs):  # every visit was new
+    novel = sum(min(k, n) - 1 for n, k in pairs)
+    bound = novel + 2 * novel**0.5 + 3
+    if bound >= sum(n - 1 for n, _ in pairs):
         assert alpha == torch.inf
     else:
-        expected = sum(sum(alpha / (alpha + i) for i in range(n)) for n, _ in pairs)
-        assert expected == pytest.approx(seen, rel=1e-6)
+        expected = sum(sum(alpha / (alpha + i) for i in range(n)) - 1 for n, _ in pairs)
+        assert expected == pytest.approx(bound, rel=1e-6)
 
 
-def test_with_no_unseen_mass_the_bounds_are_the_empirical_values():
-    model = model_of(corridor())
-    actions = torch.tensor([[[1, 1, 0]], [[1, 1, 0]]])
-    low, high = bounded_values(model, actions, GAMMA, torch.tensor([False, True]))
-    path = model.layout.one_hot(torch.tensor([[1, 1, 0]]))[0]
-    assert torch.allclose(low, high) and torch.allclose(low[0], evaluate_policy(model.arrays(GAMMA), path))
+def test_the_unseen_mass_adds_the_seen_frequencies_noise():
+    spread = Counts.empty([2, 2, 2]).update([0] * 8, [0] * 8, 0.0, [0, 1] * 4)
+    model = model_of(spread)
+    mass = unseen_mass(model, torch.tensor([0.5], dtype=torch.float64))[0]
+    assert float(mass[0]) == pytest.approx(0.5 / 8.5 + 2 * (0.25 / 8) ** 0.5)
+    assert bool((mass[1:] == 1).all())  # untried
+    single = model_of(Counts.empty([2, 2, 2]).update([0] * 8, [0] * 8, 0.0, [1] * 8))
+    assert float(unseen_mass(single, torch.tensor([0.5], dtype=torch.float64))[0, 0]) == pytest.approx(
+        0.5 / 8.5
+    )
 
 
-def test_a_network_walking_in_a_loop_beside_a_seen_path_is_replaced_by_planning():
-    chosen = dominant_actions(LOOP, [corridor()], ActionLayout(torch.tensor([2, 2, 2])), GAMMA)
-    assert chosen[0, :2].tolist() == [1, 1]
+def test_a_deterministic_world_trusts_a_path_tried_once():
+    layout = ActionLayout(torch.tensor([2] * 12))
+    chosen = dominant_actions(END, [world()], layout, GAMMA)
+    assert chosen[0, :2].tolist() == [1, 1]  # CE's plan: state 0 → 1 → the goal
 
 
 def test_doubt_keeps_the_network_policy():
-    layout = ActionLayout(torch.tensor([2, 2, 2]))
-    # in a slippery world the path tried once may lead anywhere, as bad as a step can be forever
-    assert torch.equal(dominant_actions(LOOP, [corridor(slippery=True)], layout, GAMMA), LOOP)
+    layout = ActionLayout(torch.tensor([2] * 12))
+    # in a world seen to be stochastic the path tried once may lead into the trap
+    assert torch.equal(dominant_actions(END, [world(stochastic=True)], layout, GAMMA), END)
     # a network heading for untried pairs may expect more there than any reward observed: state 0 pays 1
-    # per step forever (the largest reward seen, so CE's plan is worth V_+ at once) or leads to state 1,
-    # which nobody has tried; V_+ alone would call the network's plan worse (0 + γ V_+ < V_+)
-    hopeful = Counts.empty([2, 2, 2]).update(
-        [0] * 10, [0] * 5 + [1] * 5, [1.0] * 5 + [0.0] * 5, [0] * 5 + [1] * 5
-    )
-    heading = torch.tensor([[1, 0, 0]])
+    # per step forever (CE's plan, the best observed reward at once) or leads to state 1, never tried
+    hopeful = Counts.empty([2] * 12)
+    hopeful.update([0] * 80, [0] * 40 + [1] * 40, [1.0] * 40 + [0.0] * 40, [0] * 40 + [1] * 40)
+    for state in range(4, 12):  # many revisits that repeated themselves: a deterministic world
+        hopeful.update([state] * 80, [0, 1] * 40, -1.0, [2] * 80, True)
+    heading = torch.tensor([[1] + [0] * 11])
     assert torch.equal(dominant_actions(heading, [hopeful], layout, GAMMA), heading)
-    model = model_of(hopeful)
-    values = bounded_values(
-        model, torch.stack([ce_actions(model, GAMMA), heading]), GAMMA, torch.tensor([False, True])
-    )
-    assert float(values[0, 0, 0]) > float(values[1, 0, 0])  # what the untried rule protects against
 
 
 def test_an_agent_with_the_dominance_switch_acts_as_before_and_exploits_ample_data():
