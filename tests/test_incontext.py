@@ -434,6 +434,7 @@ def test_a_handoff_after_few_visits_keeps_the_networks_choice_where_data_ahead_a
 def test_a_networks_file_carries_its_default_handoff_which_other_readouts_turn_off(tmp_path):
     path = export("default", tmp_path / "handing.pt", handoff=10)
     assert load_network("default").greedy_handoff == 100  # the shipped network's, rule (xlix)
+    assert load_network("default").greedy_dominance  # and its dominance switch, rule (liii)
     assert load_network(str(path)).greedy_handoff == 10
     with pytest.raises(ValueError, match="handoff"):
         export("default", tmp_path / "bad.pt", handoff=-1)
