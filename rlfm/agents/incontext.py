@@ -344,10 +344,11 @@ class BatchedInContextAgent(Agent):
             self.greedy_scores[runs] = self.layout.one_hot(chosen)
         if self.handoff > 0:
             self._hand_off(runs, counts)
-        if self.dominance:
+        if self.dominance:  # only the switched runs' scores become one-hot
             actions = self.layout.greedy_actions(self.greedy_scores[runs])
             chosen = dominant_actions(actions, counts, self.layout, self.gamma)
-            self.greedy_scores[runs] = self.layout.one_hot(chosen)
+            switched = (chosen != actions).any(dim=1)
+            self.greedy_scores[runs[switched]] = self.layout.one_hot(chosen[switched])
 
     def _hand_off(self, runs: Tensor, counts: list[Counts]) -> None:
         """The greedy actions of rows ``runs`` become the planner network's in the states whose data ahead
