@@ -52,9 +52,7 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from rlfm.agents.certainty import CertaintyEquivalence
-from rlfm.agents.holdout import reaches_untried
-from rlfm.agents.model_based import TIE_TOLERANCE, plan_once
+from rlfm.agents.holdout import ce_plan, reaches_untried
 from rlfm.agents.planning import RELATIVE_TOLERANCE, EmpiricalModel
 from rlfm.counts import Counts
 from rlfm.solve import ActionLayout, evaluate_policy
@@ -104,10 +102,8 @@ def unseen_mass(model: EmpiricalModel, concentration: Tensor) -> Tensor:
     untried (or α = +∞), 0 for the pairs of states seen to end an episode."""
     alpha, count = concentration[:, None], model.count
     p = model.p_hat
-    noise = torch.zeros(count.numel(), dtype=torch.float64)
-    noise.index_add_(
-        0, model.edge_sa, (p * (1.0 - p) / model.pair_count).sqrt()
-    )  # the seen frequencies' noise
+    spread = (p * (1.0 - p) / model.pair_count).sqrt()  # (E,) each seen frequency's sampling noise
+    noise = torch.zeros(count.numel(), dtype=torch.float64).index_add_(0, model.edge_sa, spread)
     mass = (alpha / (alpha + count.clamp(min=1)) + noise.view_as(count)).clamp(max=1.0)
     mass = torch.where(alpha.isinf() | (count == 0), 1.0, mass)
     return torch.where(model.terminal[:, model.layout.sa_state], 0.0, mass)
@@ -152,9 +148,7 @@ def dominant_actions(actions: Tensor, counts: list[Counts], layout: ActionLayout
     """(R, S) the greedy actions for the R runs' ``counts``: ``actions`` (R, S), the network's, or certainty
     equivalence's in every state of a run where its worst case beats their best case (module docstring)."""
     model = EmpiricalModel.from_counts(counts, layout)
-    planner = CertaintyEquivalence()
-    q = plan_once(planner, model, gamma)  # (R, SA)
-    planned = layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))  # (R, S)
+    q, planned = ce_plan(model, gamma)  # (R, SA), (R, S)
     both = torch.stack([planned, actions])
     values = bounded_values(model, both, gamma, torch.tensor([False, True]), layout.state_max(q))
     visits = layout.padded(model.count, fill=0.0).sum(dim=-1)  # (R, S) N(s)

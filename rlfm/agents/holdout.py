@@ -76,9 +76,14 @@ def holdout_actions(
 def ce_actions(model: EmpiricalModel, gamma: float) -> Tensor:
     """(R, S) certainty equivalence's greedy actions in each of the R runs of ``model`` (ties, within the CE
     agent's tolerance, to the lowest action index)."""
+    return ce_plan(model, gamma)[1]
+
+
+def ce_plan(model: EmpiricalModel, gamma: float) -> tuple[Tensor, Tensor]:
+    """Certainty equivalence's action values (R, SA) and greedy actions (R, S) (as :func:`ce_actions`)."""
     planner = CertaintyEquivalence()
     q = plan_once(planner, model, gamma)
-    return model.layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))
+    return q, model.layout.greedy_actions(q, tolerance=TIE_TOLERANCE * planner.value_bound(model))
 
 
 def reaches_untried(model: EmpiricalModel, actions: Tensor) -> Tensor:
