@@ -156,6 +156,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
             "greedy_from": None,  # a trained value head is read
             "value_residual": hp.get("value_residual", False),
             "acting_head": hp.get("acting_head", False),
+            "greedy_dominance": False,  # a readout default, set at export
         }
         prefix = "network."
         state_dict = content["state_dict"]
@@ -181,7 +182,7 @@ def _network_config(content: Mapping[str, Any], path: Path) -> tuple[dict[str, A
     except ValueError as error:
         raise ValueError(f"{path}: {error}") from None
     for key in ("planner_inputs", "value_head", "value_residual", "acting_head", "greedy_dominance"):
-        if not isinstance(config.get(key, False), bool):  # a Lightning checkpoint has no greedy_dominance
+        if not isinstance(config[key], bool):
             raise ValueError(f"{path}: {key} must be true or false, got {config[key]!r}")
     try:
         checked_greedy_from(config["greedy_from"], config["value_head"])
